@@ -1,0 +1,29 @@
+"""Settings shared by every process: where bundles live and which version to serve.
+
+Each process has one settings object, read from the environment once at start-up (pydantic-settings fails fast
+with a message naming the bad variable).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class CommonSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+
+    models_dir: Path = Field(
+        Path("models"),
+        validation_alias="RECMESH_MODELS_DIR",
+        description="Directory holding versioned bundles (models/<version>/).",
+    )
+    model_version: str = Field(
+        "",
+        validation_alias="RECMESH_MODEL_VERSION",
+        description="Version to serve; empty means the newest bundle in models_dir.",
+    )
+    log_level: str = Field("INFO", validation_alias="LOG_LEVEL", description="Python logging level.")
+    max_message_mb: int = Field(4, validation_alias="MAX_MESSAGE_MB", description="gRPC message size cap.")

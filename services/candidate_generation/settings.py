@@ -1,0 +1,10 @@
+"""Environment of the candidate-generation process."""
+
+from pydantic import Field
+
+from recmesh.settings import CommonSettings
+
+
+class Settings(CommonSettings):
+    port: int = Field(50052, validation_alias="PORT", description="gRPC port.")
+    metrics_port: int = Field(9102, validation_alias="METRICS_PORT", description="Prometheus port; 0 = off.")
