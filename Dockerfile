@@ -1,0 +1,77 @@
+# syntax=docker/dockerfile:1
+#
+# One image for every recmesh process; the command picks the process:
+#   python -m services.embedding_store | python -m services.candidate_generation | python -m services.ranking
+#   python -m gateway | recmesh train --out /models | recmesh publish --models-dir /models --redis-url ...
+# Model bundles are never baked in: mount them at /models (RECMESH_MODELS_DIR).
+#
+#   docker build -t recmesh:0.1.0 .                              # runtime image (default target)
+#   docker build -t recmesh-loadtest:0.1.0 --target loadtest .   # + locust and bench/, for the load test
+#
+# Built for linux/amd64 (the ScaNN wheel is x86-64 only). Every dependency comes as a binary wheel, so no stage
+# needs a compiler.
+
+ARG PYTHON_IMAGE=python:3.11.10-slim-bookworm
+
+# ---- builder: a venv with recmesh and its runtime dependencies ----------------------------------------------
+FROM ${PYTHON_IMAGE} AS builder
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_ROOT_USER_ACTION=ignore
+RUN python -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+WORKDIR /src
+# Dependencies first (their own layer, rebuilt only when pyproject.toml changes), read from pyproject.toml so
+# the list lives in one place.
+COPY pyproject.toml ./
+RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
+        > /tmp/requirements.txt \
+    && pip install --only-binary=:all: -r /tmp/requirements.txt
+# Then the package itself (the generated stubs in recmesh/v1 are committed, so no protoc step here).
+COPY recmesh ./recmesh
+COPY services ./services
+COPY gateway ./gateway
+RUN pip install --no-deps . \
+    && python -c "import recmesh.settings, services.common.healthcheck, gateway.settings"
+
+# ---- loadtest-venv: the builder's venv plus locust (the `bench` extra's locust packages only) ----------------
+FROM builder AS loadtest-venv
+RUN python -c "import tomllib; print('\n'.join(r for r in tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['bench'] if r.startswith('locust')))" \
+        > /tmp/requirements-bench.txt \
+    && pip install --only-binary=:all: -r /tmp/requirements-bench.txt
+
+# ---- base: what both final images share ---------------------------------------------------------------------
+FROM ${PYTHON_IMAGE} AS base
+# A fixed numeric uid/gid so Kubernetes' runAsNonRoot can verify it and volumes can be chowned to it.
+RUN groupadd --system --gid 10001 recmesh \
+    && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
+        --shell /usr/sbin/nologin recmesh \
+    && mkdir -p /models \
+    && chown 10001:10001 /models
+# /models is owned by the app user so that a fresh named volume mounted there (compose) is writable by the
+# train job; serving containers mount it read-only. The root filesystem is read-only at run time: only /tmp
+# (a tmpfs / emptyDir) and /models are writable, hence MPLCONFIGDIR and no bytecode writes.
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    MPLCONFIGDIR=/tmp/matplotlib \
+    RECMESH_MODELS_DIR=/models
+WORKDIR /app
+
+# ---- loadtest: `locust -f bench/locustfile.py --headless ...` against the gateway ----------------------------
+FROM base AS loadtest
+COPY --from=loadtest-venv /opt/venv /opt/venv
+COPY bench ./bench
+USER 10001:10001
+CMD ["locust", "-f", "bench/locustfile.py", "--headless", "--host", "http://gateway:8080"]
+
+# ---- runtime (default target) -------------------------------------------------------------------------------
+FROM base AS runtime
+COPY --from=builder /opt/venv /opt/venv
+USER 10001:10001
+# gateway: 8080 (REST/JSON, /metrics, /healthz, /readyz) and 50050 (gRPC); embedding-store 50051, candidate-
+# generation 50052, ranking 50053 (gRPC); their Prometheus metrics 9101, 9102, 9103.
+EXPOSE 8080 50050 50051 50052 50053 9101 9102 9103
+# No fixed ENTRYPOINT: the command selects the process (one image, six roles; see the header). Python runs as
+# PID 1 and the servers handle SIGTERM themselves (NOT_SERVING, drain, stop with a 5 s grace).
+CMD ["python", "-m", "gateway"]

@@ -1,0 +1,30 @@
+from recmesh.v1 import common_pb2 as _common_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class RankRequest(_message.Message):
+    __slots__ = ("session_item_ids", "candidates", "k", "model_version")
+    SESSION_ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    session_item_ids: _containers.RepeatedScalarFieldContainer[str]
+    candidates: _containers.RepeatedCompositeFieldContainer[_common_pb2.ItemScore]
+    k: int
+    model_version: str
+    def __init__(self, session_item_ids: _Optional[_Iterable[str]] = ..., candidates: _Optional[_Iterable[_Union[_common_pb2.ItemScore, _Mapping]]] = ..., k: _Optional[int] = ..., model_version: _Optional[str] = ...) -> None: ...
+
+class RankResponse(_message.Message):
+    __slots__ = ("items", "model_version", "unknown_item_ids")
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    UNKNOWN_ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[_common_pb2.ItemScore]
+    model_version: str
+    unknown_item_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, items: _Optional[_Iterable[_Union[_common_pb2.ItemScore, _Mapping]]] = ..., model_version: _Optional[str] = ..., unknown_item_ids: _Optional[_Iterable[str]] = ...) -> None: ...

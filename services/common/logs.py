@@ -1,0 +1,121 @@
+"""JSON logs, one object per line, with a request id carried through every hop.
+
+Usage::
+
+    configure_logging("ranking")
+    rid = bind_request_id(context)              # in a servicer: read x-request-id (or make one) and set it
+    stub.Rank(req, metadata=outgoing_metadata())  # in a client: pass it on to the next hop
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import uuid
+from collections.abc import Iterable
+from contextvars import ContextVar, Token
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+REQUEST_ID_KEY = "x-request-id"
+_MAX_REQUEST_ID_LEN = 128
+
+request_id_var: ContextVar[str | None] = ContextVar("recmesh_request_id", default=None)
+
+# Attributes every LogRecord has; anything else on a record came from `extra=` and is logged as a field.
+_STANDARD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+
+
+def get_request_id() -> str | None:
+    """The request id of the current task (None outside a request)."""
+    return request_id_var.get()
+
+
+def set_request_id(request_id: str | None) -> Token[str | None]:
+    """Set the current task's request id; returns a token for ``request_id_var.reset``."""
+    return request_id_var.set(request_id)
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
+
+
+def _clean(value: str) -> str | None:
+    value = value.strip()
+    if not value or len(value) > _MAX_REQUEST_ID_LEN or not value.isprintable():
+        return None
+    return value
+
+
+def request_id_from_metadata(invocation_metadata: Iterable[Any] | None) -> str:
+    """The ``x-request-id`` of incoming gRPC metadata, or a fresh uuid4 hex if absent or unusable."""
+    for item in invocation_metadata or ():
+        key, value = (item.key, item.value) if hasattr(item, "key") else item
+        if key.lower() == REQUEST_ID_KEY:
+            if isinstance(value, bytes):
+                value = value.decode("utf-8", "replace")
+            cleaned = _clean(str(value))
+            if cleaned:
+                return cleaned
+    return new_request_id()
+
+
+def bind_request_id(context: Any) -> str:
+    """Read the request id from a servicer context's metadata, set it for this task, return it."""
+    rid = request_id_from_metadata(context.invocation_metadata())
+    set_request_id(rid)
+    return rid
+
+
+def outgoing_metadata(request_id: str | None = None) -> tuple[tuple[str, str], ...]:
+    """Metadata carrying the (given or current) request id to the next hop; empty if there is none."""
+    rid = request_id or get_request_id()
+    return ((REQUEST_ID_KEY, rid),) if rid else ()
+
+
+class JsonFormatter(logging.Formatter):
+    """Formats a record as one JSON object: ts, level, service, logger, msg, request_id, exc_info, extras."""
+
+    def __init__(self, service: str) -> None:
+        super().__init__()
+        self.service = service
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "service": self.service,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        rid = get_request_id()
+        if rid:
+            entry["request_id"] = rid
+        if record.exc_info:
+            entry["exc_info"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            entry["exc_info"] = record.exc_text
+        if record.stack_info:
+            entry["stack_info"] = record.stack_info
+        for key, value in record.__dict__.items():
+            if key not in _STANDARD_ATTRS and key not in entry:
+                entry[key] = value
+        return json.dumps(entry, default=str, ensure_ascii=False)
+
+
+def configure_logging(
+    service: str, level: str | int = "INFO", stream: TextIO | None = None
+) -> logging.Handler:
+    """Make the root logger write JSON lines to ``stream`` (stderr by default); replaces its handlers.
+
+    Idempotent: calling it again swaps the handler instead of adding a second one.
+    """
+    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    handler.setFormatter(JsonFormatter(service))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level.upper() if isinstance(level, str) else level)
+    return handler
