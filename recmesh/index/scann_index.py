@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 import scann
-from scann.scann_ops.py import scann_pybind
+from scann.scann_ops.py.scann_ops_pybind import scann_pybind  # the compiled module scann itself uses
 
 ASSETS = "scann_assets.pbtxt"
 

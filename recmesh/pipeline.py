@@ -1,0 +1,130 @@
+"""The three stages as plain functions over one loaded bundle: query vector, candidates, ranking.
+
+The gRPC services are thin adapters over this module and the offline evaluation calls it directly, so a served
+recommendation equals the offline one for the same bundle and session.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from recmesh import bundle
+from recmesh.index import AnnIndex, load_index, search_excluding
+from recmesh.rank.features import ItemSpace, base_features
+from recmesh.rank.model import Ranker
+from recmesh.rank.tables import Csr, FeatureTables
+
+MAX_SESSION = 50  # a session longer than this is trimmed to its most recent items
+
+
+def session_query(unit_vectors: np.ndarray, decay: float) -> np.ndarray:
+    """Recency-weighted sum of the session's unit item vectors (oldest first), L2-normalised.
+
+    The gateway calls this on vectors from the embedding store; the offline pipeline on the bundle's.
+    """
+    weights = np.exp(-decay * np.arange(unit_vectors.shape[0], dtype=np.float32)[::-1])
+    query = (unit_vectors * weights[:, None]).sum(axis=0)
+    norm = float(np.linalg.norm(query))
+    return (query / norm if norm > 0 else query).astype(np.float32)
+
+
+@dataclass
+class Model:
+    version: str
+    manifest: dict[str, Any]
+    item_ids: list[str]
+    index_of: dict[str, int]
+    space: ItemSpace
+    index: AnnIndex
+    ranker: Ranker
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids)
+
+    @property
+    def dim(self) -> int:
+        return int(self.space.vectors.shape[1])
+
+    @property
+    def query_decay(self) -> float:
+        return float(self.manifest["params"]["query_decay"])
+
+    def lookup(self, item_ids: list[str]) -> tuple[np.ndarray, list[str]]:
+        """Row indices of the known ids (in order) and the unknown ids."""
+        known, unknown = [], []
+        for item in item_ids:
+            row = self.index_of.get(item)
+            if row is None:
+                unknown.append(item)
+            else:
+                known.append(row)
+        return np.array(known, dtype=np.int64), unknown
+
+    def query(self, history: np.ndarray) -> np.ndarray:
+        return session_query(self.space.vectors[history], self.query_decay)
+
+    def retrieve(self, query: np.ndarray, n: int, exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        return search_excluding(self.index, query, n, exclude, self.n_items)
+
+    def rank(
+        self, history: np.ndarray, candidates: np.ndarray, retrieval_scores: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Candidates ordered best first with the ranker's probabilities. Ties keep retrieval order."""
+        if candidates.size == 0 or history.size == 0:
+            return candidates, retrieval_scores
+        session_unit = self.query(history)
+        features = base_features(self.space, history, candidates, retrieval_scores, session_unit)
+        probs = self.ranker.probabilities(features)
+        order = np.argsort(-probs, kind="stable")
+        return candidates[order], probs[order]
+
+    def popular(self, k: int, exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        pop = self.space.tables.popularity
+        order = np.argsort(-pop, kind="stable")
+        if exclude is not None and exclude.size:
+            order = order[~np.isin(order, exclude)]
+        top = order[:k]
+        return top, pop[top] / max(float(pop.max()), 1.0)
+
+    def recommend(
+        self, history: np.ndarray, k: int, n_candidates: int, rank: bool = True
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The whole pipeline in process: the reference the served answer must equal."""
+        history = history[-MAX_SESSION:]
+        if history.size == 0:
+            return self.popular(k)
+        candidates, scores = self.retrieve(self.query(history), n_candidates, np.unique(history))
+        if rank:
+            candidates, scores = self.rank(history, candidates, scores)
+        return candidates[:k], scores[:k]
+
+
+def load_model(directory: Path, verify: bool = True) -> Model:
+    directory = Path(directory)
+    manifest = bundle.load_manifest(directory, verify=verify)
+    item_ids = (directory / "items.txt").read_text().split("\n")
+    vectors = np.load(directory / "vectors.npy", mmap_mode="r", allow_pickle=False)
+    context = np.load(directory / "context_vectors.npy", mmap_mode="r", allow_pickle=False)
+    with np.load(directory / "tables.npz", allow_pickle=False) as t:
+        tables = FeatureTables(
+            popularity=t["popularity"],
+            transitions=Csr(t["transitions_indptr"], t["transitions_indices"], t["transitions_data"]),
+            covisits=Csr(t["covisits_indptr"], t["covisits_indices"], t["covisits_data"]),
+            transition_out=t["transition_out"],
+        )
+    index_info = manifest["index"]
+    index = load_index(index_info["backend"], directory / "index", index_info["params"], context)
+    return Model(
+        version=manifest["version"],
+        manifest=manifest,
+        item_ids=item_ids,
+        index_of={item: i for i, item in enumerate(item_ids)},
+        space=ItemSpace(vectors, context, tables),
+        index=index,
+        ranker=Ranker.load(directory / "ranker.json"),
+    )
