@@ -1,27 +1,40 @@
-# Common tasks. Run inside the venv: `. .venv/bin/activate`.
-PYTHON ?= python
-
-.PHONY: protos protos-check lint test bench
-
-# Regenerate recmesh/v1 stubs from protos/recmesh/v1/*.proto.
-protos:
-	$(PYTHON) -m recmesh.protos
-
-# Fail if the committed stubs are out of date.
-protos-check:
-	$(PYTHON) -m recmesh.protos --check
-
-# Generated stubs are not linted (pyproject's exclude covers *_pb2*.py; this also covers the .pyi stubs).
+# Common tasks. `make up` and `make test` work on a fresh machine: they create .venv and install first.
+VENV ?= .venv
+PY := $(VENV)/bin/python
 RUFF_EXCLUDE = --extend-exclude 'recmesh/v1/*_pb2*'
 
-lint:
-	ruff check $(RUFF_EXCLUDE) .
-	ruff format --check $(RUFF_EXCLUDE) .
-	mypy recmesh services gateway
+.PHONY: install up test protos protos-check lint bench
 
-test:
-	pytest -q
+$(VENV)/.installed: pyproject.toml
+	@command -v redis-server >/dev/null || { echo "redis-server missing: installing (Debian/Ubuntu)"; \
+		(apt-get update -qq && apt-get install -y -qq redis-server) || \
+		{ echo "install redis-server yourself (apt-get install redis-server / brew install redis)"; exit 1; }; }
+	python3.11 -m venv $(VENV) 2>/dev/null || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
 
-# Placeholder: bench.serve (the serving load test) is not written yet.
-bench:
-	$(PYTHON) -m bench.serve
+install: $(VENV)/.installed
+
+# The whole stack on the built-in synthetic data: trains a demo bundle if none, starts a private Redis,
+# the three services and the gateway on :8080 (REST) and :50050 (gRPC). Ctrl-C stops everything.
+up: install
+	$(VENV)/bin/recmesh up
+
+# The test suite (starts its own Redis and services on free ports).
+test: install
+	$(PY) -m pytest -q
+
+protos: install
+	$(PY) -m recmesh.protos
+
+protos-check: install
+	$(PY) -m recmesh.protos --check
+
+lint: install
+	$(VENV)/bin/ruff check $(RUFF_EXCLUDE) .
+	$(VENV)/bin/ruff format --check $(RUFF_EXCLUDE) .
+	$(VENV)/bin/mypy recmesh services gateway
+
+bench: install
+	$(PY) -m bench.serve

@@ -23,11 +23,11 @@ class Word2VecParams:
     docs/evaluation.md."""
 
     dim: int = 64
-    window: int = 3
+    window: int = 5
     negative: int = 10
-    ns_exponent: float = -0.5
-    sample: float = 1e-4
-    epochs: int = 30
+    ns_exponent: float = 0.0
+    sample: float = 1e-3
+    epochs: int = 50
     min_count: int = 1
     alpha: float = 0.025
     seed: int = 0

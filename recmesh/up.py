@@ -1,0 +1,245 @@
+"""`recmesh up`: the whole stack as local processes — Redis, the three services (with replicas), the gateway.
+
+`LocalStack` is also what the integration tests and the load benchmark start, so they run exactly what a user runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from recmesh import bundle
+
+SERVICES = ("embedding_store", "candidate_generation", "ranking")
+REDIS_HINT = "redis-server not found: install it with `sudo apt-get install -y redis-server` (Debian/Ubuntu) " \
+             "or `brew install redis` (macOS), or pass --redis-url to use a running Redis"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def grpc_serving(address: str, timeout: float = 0.5) -> bool:
+    try:
+        with grpc.insecure_channel(address) as channel:
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=timeout)
+            return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+    except grpc.RpcError:
+        return False
+
+
+def http_ok(url: str, timeout: float = 0.5) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as reply:
+            return bool(reply.status == 200)
+    except OSError:
+        return False
+
+
+@dataclass
+class Process:
+    name: str
+    address: str
+    popen: subprocess.Popen[bytes]
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+
+
+@dataclass
+class LocalStack:
+    models_dir: Path
+    replicas: dict[str, int] = field(default_factory=dict)
+    http_port: int = 0
+    grpc_port: int = 0
+    redis_url: str | None = None
+    log_dir: Path | None = None
+    processes: list[Process] = field(default_factory=list)
+    redis: subprocess.Popen[bytes] | None = None
+
+    def __post_init__(self) -> None:
+        self.http_port = self.http_port or free_port()
+        self.grpc_port = self.grpc_port or free_port()
+        self.log_dir = self.log_dir or Path(tempfile.mkdtemp(prefix="recmesh-logs-"))
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def grpc_address(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    def start_redis(self) -> None:
+        if self.redis_url:
+            return
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError(REDIS_HINT)
+        port = free_port()
+        self.redis = subprocess.Popen(
+            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=self.log_dir,
+        )
+        self.redis_url = f"redis://127.0.0.1:{port}/0"
+        _wait(lambda: _tcp_open(port), 10, "redis-server")
+
+    def spawn(self, name: str, module: str, env: dict[str, str], address: str) -> Process:
+        assert self.log_dir is not None
+        log = (self.log_dir / f"{name}.log").open("ab")
+        popen = subprocess.Popen([sys.executable, "-m", module], env={**os.environ, **env},
+                                 stdout=log, stderr=subprocess.STDOUT)
+        process = Process(name, address, popen)
+        self.processes.append(process)
+        return process
+
+    def start(self, timeout: float = 60.0) -> LocalStack:
+        from recmesh.publish import publish
+
+        self.start_redis()
+        assert self.redis_url is not None
+        publish(bundle.resolve(self.models_dir), self.redis_url, progress=False)
+        common = {"RECMESH_MODELS_DIR": str(self.models_dir), "REDIS_URL": self.redis_url, "METRICS_PORT": "0",
+                  "PYTHONUNBUFFERED": "1"}
+        addresses: dict[str, list[str]] = {}
+        for service in SERVICES:
+            for replica in range(self.replicas.get(service, 1)):
+                address = f"127.0.0.1:{free_port()}"
+                self.spawn(f"{service}-{replica}", f"services.{service}",
+                           {**common, "PORT": address.rsplit(":", 1)[1]}, address)
+                addresses.setdefault(service, []).append(address)
+        gateway_env = {
+            **common,
+            "HTTP_PORT": str(self.http_port),
+            "GRPC_PORT": str(self.grpc_port),
+            "EMBEDDING_STORE_ADDR": ",".join(addresses["embedding_store"]),
+            "CANDIDATE_GENERATION_ADDR": ",".join(addresses["candidate_generation"]),
+            "RANKING_ADDR": ",".join(addresses["ranking"]),
+        }
+        self.spawn("gateway", "gateway", gateway_env, self.http_url)
+        try:
+            for process in self.processes[:-1]:
+                _wait(lambda p=process: grpc_serving(p.address) or self._died(p), timeout, process.name)
+            _wait(lambda: http_ok(self.http_url + "/readyz") or self._died(self.processes[-1]), timeout, "gateway")
+        except Exception:
+            self.stop()
+            raise
+        return self
+
+    def _died(self, process: Process) -> bool:
+        if process.popen.poll() is not None:
+            raise RuntimeError(f"{process.name} exited with {process.popen.returncode}; see {self.log_dir}")
+        return False
+
+    def by_name(self, prefix: str) -> list[Process]:
+        return [p for p in self.processes if p.name.startswith(prefix)]
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            process.stop()
+        self.processes.clear()
+        if self.redis is not None:
+            self.redis.terminate()
+            self.redis.wait(timeout=10)
+            self.redis = None
+
+    def __enter__(self) -> LocalStack:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _tcp_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+def _wait(check, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"{what} not healthy after {timeout:.0f}s")
+
+
+def parse_replicas(specs: list[str]) -> dict[str, int]:
+    replicas = {}
+    for spec in specs:
+        name, _, count = spec.partition("=")
+        service = name.replace("-", "_")
+        if service not in SERVICES or not count.isdigit() or int(count) < 1:
+            raise ValueError(f"--replicas {spec!r}: expected <service>=<n> with service in {', '.join(SERVICES)}")
+        replicas[service] = int(count)
+    return replicas
+
+
+def run(args: argparse.Namespace) -> int:
+    models_dir = Path(args.models_dir)
+    if not bundle.list_versions(models_dir):
+        from recmesh.cli import load_dataset
+        from recmesh.train.run import train_bundle
+
+        print(f"no bundle in {models_dir}: training a demo bundle on {args.data}", file=sys.stderr)
+        train_bundle(load_dataset(args.data), models_dir)
+    stack = LocalStack(models_dir.resolve(), parse_replicas(args.replicas), args.http_port, args.grpc_port,
+                       args.redis_url)
+    print("starting redis, embedding-store, candidate-generation, ranking, gateway ...", file=sys.stderr)
+    stack.start()
+    model = bundle.resolve(models_dir)
+    items = (model / "items.txt").read_text().split("\n")[:2]
+    print(f"""
+recmesh is up (model {model.name}); logs in {stack.log_dir}
+  REST  {stack.http_url}   (OpenAPI: {stack.http_url}/docs, metrics: {stack.http_url}/metrics)
+  gRPC  {stack.grpc_address}   (reflection on: grpcurl -plaintext {stack.grpc_address} list)
+  redis {stack.redis_url}
+Try:
+  curl -s {stack.http_url}/v1/recommend -d '{{"session": ["{items[0]}", "{items[1]}"], "k": 10}}'
+  curl -s {stack.http_url}/v1/items/{items[0]}/similar?k=5
+  curl -s {stack.http_url}/v1/events -d '{{"user_id": "u1", "item_id": "{items[0]}", "type": "view"}}'
+  curl -s {stack.http_url}/v1/recommend -d '{{"user_id": "u1", "k": 5}}'
+Ctrl-C stops everything.""", flush=True)
+    stopping = False
+
+    def on_signal(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        while not stopping:
+            for process in stack.processes:
+                if process.popen.poll() is not None:
+                    print(f"{process.name} exited ({process.popen.returncode}); stopping", file=sys.stderr)
+                    stopping = True
+            time.sleep(0.5)
+    finally:
+        print("stopping ...", file=sys.stderr)
+        stack.stop()
+    return 0
