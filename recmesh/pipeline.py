@@ -6,6 +6,7 @@ recommendation equals the offline one for the same bundle and session.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,22 @@ class Model:
             else:
                 known.append(row)
         return np.array(known, dtype=np.int64), unknown
+
+    def recent_known(self, item_ids: Sequence[str], limit: int = MAX_SESSION) -> tuple[np.ndarray, list[str]]:
+        """Rows of the most recent `limit` known items (oldest first, duplicates kept) and the unknown ids met
+        collecting them (once each, first occurrence order): `lookup` then `[-limit:]`, as `recommend` trims a
+        session, without looking up what the trim drops."""
+        rows: list[int] = []
+        unknown: list[str] = []
+        for item in reversed(item_ids):
+            row = self.index_of.get(item)
+            if row is None:
+                unknown.append(item)
+            else:
+                rows.append(row)
+                if len(rows) == limit:
+                    break
+        return np.array(rows[::-1], dtype=np.int64), list(dict.fromkeys(reversed(unknown)))
 
     def query(self, history: np.ndarray) -> np.ndarray:
         return session_query(self.space.vectors[history], self.query_decay)

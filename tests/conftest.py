@@ -24,10 +24,12 @@ def free_port() -> int:
 def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A models directory holding one bundle trained on a small synthetic data set."""
     from recmesh.data.synth import generate
-    from recmesh.train.run import train_bundle
+    from recmesh.train.embeddings import Word2VecParams
+    from recmesh.train.run import TrainParams, train_bundle
 
     out = tmp_path_factory.mktemp("models")
-    train_bundle(generate(n_items=2000, n_users=3000, seed=1), out, progress=False)
+    params = TrainParams(word2vec=Word2VecParams(epochs=10))  # a few seconds; quality is not under test here
+    train_bundle(generate(n_items=2000, n_users=3000, seed=1), out, params, progress=False)
     return out
 
 

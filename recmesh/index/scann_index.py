@@ -24,7 +24,7 @@ def default_params(n: int, k: int = 200) -> dict[str, Any]:
         "mode": "tree_ah",
         "k": k,
         "num_leaves": leaves,
-        "num_leaves_to_search": max(8, leaves // 20),
+        "num_leaves_to_search": max(16, leaves // 10),
         "training_sample_size": min(n, 250_000),
         "dims_per_block": 2,
         "anisotropic_quantization_threshold": 0.2,

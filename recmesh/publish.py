@@ -1,0 +1,136 @@
+"""`recmesh publish`: push a bundle's item vectors into Redis, then flip the version pointer.
+
+Key layout (ARCHITECTURE §3), every key namespaced by version so two versions live side by side:
+
+    recmesh:{version}:emb:{item_id}  raw little-endian float32 bytes of the item's unit vector (vectors.npy row)
+    recmesh:{version}:meta           hash: dim, items, published_at (unix seconds)
+    recmesh:current_version          the published version (no TTL: it is state, not cache)
+
+Vectors and meta get a TTL (they can be rebuilt from the bundle), refreshed by every publish of that version.
+The pointer is written by ONE `SET` after every vector batch succeeded, so a reader that sees the new version
+finds all of its vectors; a bundle that fails validation, or a write that fails halfway, leaves it untouched.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import numpy as np
+import redis
+from tqdm import tqdm
+
+from recmesh import bundle
+from recmesh.bundle import BundleError
+
+POINTER_KEY = "recmesh:current_version"
+DEFAULT_TTL_S = 7 * 24 * 3600
+VECTOR_DTYPE = np.dtype("<f4")
+
+
+class RedisUnavailable(ConnectionError):
+    """Redis could not be reached, or failed during the publish (the pointer was not moved)."""
+
+
+def vector_key(version: str, item_id: str) -> str:
+    return f"recmesh:{version}:emb:{item_id}"
+
+
+def meta_key(version: str) -> str:
+    return f"recmesh:{version}:meta"
+
+
+def current_version(client: redis.Redis) -> str | None:
+    """The published version, or None when nothing was published (yet, or since Redis lost its data)."""
+    value = client.get(POINTER_KEY)
+    if value is None:
+        return None
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def load_vectors(bundle_path: Path) -> tuple[str, list[str], np.ndarray]:
+    """(version, item ids, memory-mapped (n, dim) float32 vectors) of a verified bundle; BundleError if bad."""
+    bundle_path = Path(bundle_path)
+    manifest = bundle.load_manifest(bundle_path, verify=True)
+    version = manifest.get("version")
+    if not isinstance(version, str) or not version:
+        raise BundleError(f"{bundle_path}: manifest has no version")
+    try:
+        item_ids = (bundle_path / "items.txt").read_text().split("\n")
+        vectors = np.load(bundle_path / "vectors.npy", mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise BundleError(f"{bundle_path}: unreadable items.txt or vectors.npy: {e}") from e
+    if vectors.ndim != 2 or vectors.dtype != VECTOR_DTYPE:
+        raise BundleError(f"{bundle_path}: vectors.npy is {vectors.dtype} {vectors.shape}, expected (items, dim) <f4")
+    if vectors.shape[0] != len(item_ids):
+        raise BundleError(f"{bundle_path}: {vectors.shape[0]} vectors for {len(item_ids)} item ids")
+    if len(set(item_ids)) != len(item_ids):
+        raise BundleError(f"{bundle_path}: duplicate item ids in items.txt")
+    return version, item_ids, vectors
+
+
+def _where(redis_url: str) -> str:
+    """host:port/db of a Redis URL, without credentials (for messages)."""
+    parts = urlsplit(redis_url)
+    return f"{parts.hostname or 'localhost'}:{parts.port or 6379}{parts.path or ''}"
+
+
+def _write_batch(pipe: redis.client.Pipeline, version: str, ids: list[str], rows: np.ndarray, ttl_s: int) -> None:
+    """One round trip: SET with TTL for every vector of the batch (MSET cannot carry a TTL)."""
+    data = np.ascontiguousarray(rows, dtype=VECTOR_DTYPE)
+    width = data.shape[1] * VECTOR_DTYPE.itemsize
+    raw = data.tobytes()
+    for i, item in enumerate(ids):
+        pipe.set(vector_key(version, item), raw[i * width : (i + 1) * width], ex=ttl_s)
+    pipe.execute()
+
+
+def publish(
+    bundle_path: Path | str,
+    redis_url: str,
+    batch: int = 5000,
+    progress: bool = True,
+    ttl_s: int = DEFAULT_TTL_S,
+) -> str:
+    """Write the bundle's vectors and meta to Redis, then point `recmesh:current_version` at it; return the version.
+
+    Raises BundleError for a missing, partial, tampered or inconsistent bundle (before anything is written) and
+    RedisUnavailable when Redis cannot be reached or fails mid-way; in both cases the pointer does not move.
+    Publishing the same version again rewrites its vectors and refreshes their TTL.
+    """
+    if batch <= 0:
+        raise ValueError(f"batch must be positive, got {batch}")
+    if ttl_s <= 0:
+        raise ValueError(f"ttl_s must be positive, got {ttl_s}")
+    version, item_ids, vectors = load_vectors(Path(bundle_path))
+    where = _where(redis_url)
+    client = redis.Redis.from_url(redis_url, socket_connect_timeout=5, socket_timeout=30)
+    try:
+        client.ping()
+        pipe = client.pipeline(transaction=False)
+        with tqdm(
+            total=len(item_ids),
+            desc=f"publish {version}",
+            unit="vec",
+            file=sys.stderr,
+            disable=not progress,
+            mininterval=0.5,
+        ) as bar:
+            for start in range(0, len(item_ids), batch):
+                ids = item_ids[start : start + batch]
+                _write_batch(pipe, version, ids, vectors[start : start + len(ids)], ttl_s)
+                bar.update(len(ids))
+        pipe.hset(
+            meta_key(version),
+            mapping={"dim": int(vectors.shape[1]), "items": len(item_ids), "published_at": int(time.time())},
+        )
+        pipe.expire(meta_key(version), ttl_s)
+        pipe.execute()
+        client.set(POINTER_KEY, version)  # the flip: one command, after every vector is in
+    except redis.RedisError as e:
+        raise RedisUnavailable(f"Redis at {where} failed, version pointer not moved: {e}") from e
+    finally:
+        client.close()
+    return version

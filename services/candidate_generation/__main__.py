@@ -1,0 +1,23 @@
+"""Run the candidate-generation service: `python -m services.candidate_generation` (env: see settings.py)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from services.candidate_generation.server import create_server
+from services.candidate_generation.settings import Settings
+from services.common.logs import configure_logging
+from services.common.metrics import start_metrics_server
+from services.common.server import serve_until_signal
+
+
+async def main() -> None:
+    settings = Settings()
+    configure_logging("candidate-generation", settings.log_level)
+    start_metrics_server(settings.metrics_port)
+    server, _, health, _ = await create_server(settings)
+    await serve_until_signal(server, health)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,53 @@
+"""Build the candidate-generation gRPC server: registry loaded, servicer registered, model watcher running.
+
+server, port, health, generator = await create_server(Settings(), "127.0.0.1:0")
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc.aio
+from grpc_health.v1.health import HealthServicer
+
+from recmesh.registry import ModelRegistry
+from recmesh.v1 import candidate_generation_service_pb2_grpc as pb_grpc
+from services.candidate_generation.core import CandidateGenerator
+from services.candidate_generation.servicer import SERVICE_NAME, CandidateGenerationServicer
+from services.candidate_generation.settings import Settings
+from services.common import server as common_server
+
+_background: set[asyncio.Task[None]] = set()  # strong references: the loop only keeps weak ones
+
+
+async def watch_while_serving(server: grpc.aio.Server, registry: ModelRegistry) -> None:
+    """Run registry.watch() until the server terminates."""
+    watch = asyncio.create_task(registry.watch())
+    try:
+        await server.wait_for_termination()
+    finally:
+        watch.cancel()
+
+
+def start_watching(server: grpc.aio.Server, registry: ModelRegistry) -> None:
+    task = asyncio.create_task(watch_while_serving(server, registry))
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+
+
+async def create_server(
+    settings: Settings, address: str | None = None
+) -> tuple[grpc.aio.Server, int, HealthServicer, CandidateGenerator]:
+    registry = ModelRegistry(settings.models_dir, settings.model_version)
+    await asyncio.to_thread(registry.load_initial)
+    generator = CandidateGenerator(registry)
+    servicer = CandidateGenerationServicer(generator)
+
+    def register(server: grpc.aio.Server) -> None:
+        pb_grpc.add_CandidateGenerationServiceServicer_to_server(servicer, server)
+
+    server, port, health = await common_server.create_server(
+        address or f"[::]:{settings.port}", register, [SERVICE_NAME], settings.max_message_mb
+    )
+    start_watching(server, registry)
+    return server, port, health, generator

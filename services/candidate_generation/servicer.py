@@ -1,0 +1,54 @@
+"""gRPC adapter of CandidateGenerator: proto in, core call, proto out. Errors become statuses via @grpc_errors."""
+
+from __future__ import annotations
+
+import logging
+
+import grpc.aio
+
+from recmesh.v1 import candidate_generation_service_pb2 as pb
+from recmesh.v1 import candidate_generation_service_pb2_grpc as pb_grpc
+from recmesh.v1 import common_pb2
+from services.candidate_generation.core import CandidateGenerator
+from services.common.errors import grpc_errors
+from services.common.logs import bind_request_id
+from services.common.metrics import observe_rpc
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["CandidateGenerationService"].full_name
+
+
+class CandidateGenerationServicer(pb_grpc.CandidateGenerationServiceServicer):
+    def __init__(self, generator: CandidateGenerator) -> None:
+        self.generator = generator
+
+    @grpc_errors
+    @observe_rpc("candidate_generation")
+    async def RetrieveCandidates(
+        self, request: pb.RetrieveCandidatesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RetrieveCandidatesResponse:
+        bind_request_id(context)
+        found = await self.generator.retrieve(
+            query_vector=request.query_vector,
+            item_ids=request.item_ids,
+            k=request.k,
+            exclude_item_ids=request.exclude_item_ids,
+            model_version=request.model_version,
+        )
+        log.debug(
+            "retrieved candidates",
+            extra={
+                "model_version": found.model_version,
+                "n": len(found.item_ids),
+                "unknown": len(found.unknown_item_ids),
+            },
+        )
+        return pb.RetrieveCandidatesResponse(
+            candidates=[
+                common_pb2.ItemScore(item_id=item, score=score)
+                for item, score in zip(found.item_ids, found.scores.tolist(), strict=True)
+            ],
+            model_version=found.model_version,
+            unknown_item_ids=found.unknown_item_ids,
+        )

@@ -1,0 +1,53 @@
+"""Build the ranking gRPC server: registry loaded, servicer registered, model watcher running.
+
+server, port, health, ranker = await create_server(Settings(), "127.0.0.1:0")
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc.aio
+from grpc_health.v1.health import HealthServicer
+
+from recmesh.registry import ModelRegistry
+from recmesh.v1 import ranking_service_pb2_grpc as pb_grpc
+from services.common import server as common_server
+from services.ranking.core import CandidateRanker
+from services.ranking.servicer import SERVICE_NAME, RankingServicer
+from services.ranking.settings import Settings
+
+_background: set[asyncio.Task[None]] = set()  # strong references: the loop only keeps weak ones
+
+
+async def watch_while_serving(server: grpc.aio.Server, registry: ModelRegistry) -> None:
+    """Run registry.watch() until the server terminates."""
+    watch = asyncio.create_task(registry.watch())
+    try:
+        await server.wait_for_termination()
+    finally:
+        watch.cancel()
+
+
+def start_watching(server: grpc.aio.Server, registry: ModelRegistry) -> None:
+    task = asyncio.create_task(watch_while_serving(server, registry))
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+
+
+async def create_server(
+    settings: Settings, address: str | None = None
+) -> tuple[grpc.aio.Server, int, HealthServicer, CandidateRanker]:
+    registry = ModelRegistry(settings.models_dir, settings.model_version)
+    await asyncio.to_thread(registry.load_initial)
+    ranker = CandidateRanker(registry)
+    servicer = RankingServicer(ranker)
+
+    def register(server: grpc.aio.Server) -> None:
+        pb_grpc.add_RankingServiceServicer_to_server(servicer, server)
+
+    server, port, health = await common_server.create_server(
+        address or f"[::]:{settings.port}", register, [SERVICE_NAME], settings.max_message_mb
+    )
+    start_watching(server, registry)
+    return server, port, health, ranker

@@ -1,0 +1,246 @@
+"""Ranking against a real server on loopback (port 0): served order equals the in-process model's, and
+candidate service + ranking service together equal `Model.recommend`."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import grpc.aio
+import numpy as np
+import pytest
+import pytest_asyncio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from recmesh.pipeline import MAX_SESSION
+from recmesh.v1 import candidate_generation_service_pb2 as cg_pb
+from recmesh.v1 import candidate_generation_service_pb2_grpc as cg_grpc
+from recmesh.v1 import common_pb2
+from recmesh.v1 import ranking_service_pb2 as pb
+from recmesh.v1 import ranking_service_pb2_grpc as pb_grpc
+from services.candidate_generation import server as cg_server
+from services.candidate_generation.settings import Settings as CgSettings
+from services.common.errors import InvalidArgument
+from services.ranking import core
+from services.ranking.server import create_server
+from services.ranking.servicer import SERVICE_NAME
+from services.ranking.settings import Settings
+from tests.stage_services_helpers import sample_sessions, two_version_models_dir
+
+session_loop = pytest.mark.asyncio(loop_scope="session")  # grpc.aio objects stay on one loop
+
+
+@dataclass
+class Served:
+    rank: pb_grpc.RankingServiceStub
+    channel: grpc.aio.Channel
+
+
+@contextlib.asynccontextmanager
+async def serve(models_dir: Path) -> AsyncIterator[Served]:
+    settings = Settings(RECMESH_MODELS_DIR=str(models_dir), RECMESH_MODEL_VERSION="", METRICS_PORT=0)
+    server, port, _health, _ranker = await create_server(settings, "127.0.0.1:0")
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        yield Served(pb_grpc.RankingServiceStub(channel), channel)
+    finally:
+        await channel.close()
+        await server.stop(None)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def served(models_dir: Path) -> AsyncIterator[Served]:
+    async with serve(models_dir) as s:
+        yield s
+
+
+@pytest.fixture
+def stub(served: Served) -> pb_grpc.RankingServiceStub:
+    return served.rank
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def candidates_stub(models_dir: Path) -> AsyncIterator[cg_grpc.CandidateGenerationServiceStub]:
+    settings = CgSettings(RECMESH_MODELS_DIR=str(models_dir), RECMESH_MODEL_VERSION="", METRICS_PORT=0)
+    server, port, _health, _generator = await cg_server.create_server(settings, "127.0.0.1:0")
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        yield cg_grpc.CandidateGenerationServiceStub(channel)
+    await server.stop(None)
+
+
+def item_scores(model, rows: np.ndarray, scores: np.ndarray) -> list[common_pb2.ItemScore]:
+    return [
+        common_pb2.ItemScore(item_id=model.item_ids[r], score=s) for r, s in zip(rows, scores.tolist(), strict=True)
+    ]
+
+
+def ids_scores(reply: pb.RankResponse) -> tuple[list[str], np.ndarray]:
+    return [i.item_id for i in reply.items], np.array([i.score for i in reply.items], dtype=np.float32)
+
+
+async def invalid(stub: pb_grpc.RankingServiceStub, **fields) -> str:
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stub.Rank(pb.RankRequest(**fields), timeout=5)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, info.value.details()
+    return info.value.details()
+
+
+@session_loop
+async def test_health_reports_serving(served):
+    health = health_pb2_grpc.HealthStub(served.channel)
+    for name in ("", SERVICE_NAME):
+        reply = await health.Check(health_pb2.HealthCheckRequest(service=name), timeout=5)
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+@session_loop
+async def test_served_order_equals_in_process_rank(stub, model):
+    reordered = 0
+    for session in sample_sessions(8):
+        history = model.lookup(session)[0]
+        candidates, scores = model.retrieve(model.query(history), 100, np.unique(history))
+        want_rows, want_probs = model.rank(history, candidates, scores)
+        reply = await stub.Rank(
+            pb.RankRequest(session_item_ids=session, candidates=item_scores(model, candidates, scores)), timeout=5
+        )
+        got_ids, got_probs = ids_scores(reply)
+        assert got_ids == [model.item_ids[r] for r in want_rows]
+        np.testing.assert_allclose(got_probs, want_probs, rtol=1e-6)
+        assert reply.model_version == model.version and list(reply.unknown_item_ids) == []
+        reordered += not np.array_equal(want_rows, candidates)
+    assert reordered  # the ranker did change the order, so the comparison means something
+
+
+@session_loop
+async def test_candidates_then_ranking_equals_model_recommend(stub, candidates_stub, model):
+    for session in sample_sessions(12)[4:]:
+        history = model.lookup(session)[0]
+        found = await candidates_stub.RetrieveCandidates(
+            cg_pb.RetrieveCandidatesRequest(item_ids=session, k=200, exclude_item_ids=session), timeout=5
+        )
+        reply = await stub.Rank(
+            pb.RankRequest(
+                session_item_ids=session, candidates=found.candidates, k=10, model_version=found.model_version
+            ),
+            timeout=5,
+        )
+        want_rows, want_scores = model.recommend(history, 10, 200)
+        got_ids, got_scores = ids_scores(reply)
+        assert got_ids == [model.item_ids[r] for r in want_rows]
+        np.testing.assert_allclose(got_scores, want_scores, rtol=1e-6)
+        assert reply.model_version == found.model_version == model.version
+
+
+@session_loop
+async def test_k_truncates_the_ranking_and_zero_returns_all(stub, model):
+    session = sample_sessions(1)[0]
+    history = model.lookup(session)[0]
+    candidates, scores = model.retrieve(model.query(history), 50, np.unique(history))
+    request = pb.RankRequest(session_item_ids=session, candidates=item_scores(model, candidates, scores))
+    everything = ids_scores(await stub.Rank(request, timeout=5))[0]
+    assert len(everything) == 50
+    request.k = 7
+    assert ids_scores(await stub.Rank(request, timeout=5))[0] == everything[:7]
+
+
+@session_loop
+async def test_unknown_ids_are_listed_and_skipped(stub, model):
+    session = sample_sessions(2)[1]
+    history = model.lookup(session)[0]
+    candidates, scores = model.retrieve(model.query(history), 40, np.unique(history))
+    want_rows, _ = model.rank(history, candidates, scores)
+    mixed = item_scores(model, candidates, scores)
+    mixed.insert(3, common_pb2.ItemScore(item_id="ghost-candidate", score=0.9))
+    reply = await stub.Rank(
+        pb.RankRequest(session_item_ids=["ghost-session", *session, "ghost-session"], candidates=mixed), timeout=5
+    )
+    assert list(reply.unknown_item_ids) == ["ghost-session", "ghost-candidate"]
+    assert ids_scores(reply)[0] == [model.item_ids[r] for r in want_rows]
+
+
+@session_loop
+async def test_duplicate_candidates_keep_their_first_occurrence(stub, model):
+    session = sample_sessions(3)[2]
+    history = model.lookup(session)[0]
+    candidates, scores = model.retrieve(model.query(history), 30, np.unique(history))
+    want_rows, _ = model.rank(history, candidates, scores)
+    request = item_scores(model, candidates, scores)
+    request += [common_pb2.ItemScore(item_id=model.item_ids[candidates[0]], score=-5.0)]  # a later duplicate
+    reply = await stub.Rank(pb.RankRequest(session_item_ids=session, candidates=request), timeout=5)
+    assert ids_scores(reply)[0] == [model.item_ids[r] for r in want_rows]
+
+
+@session_loop
+async def test_empty_or_unknown_session_returns_candidates_in_given_order(stub, model):
+    given = [common_pb2.ItemScore(item_id=model.item_ids[r], score=s) for r, s in ((5, 0.1), (9, 0.7), (1, 0.4))]
+    for session in ([], ["nobody-knows"]):
+        reply = await stub.Rank(pb.RankRequest(session_item_ids=session, candidates=given), timeout=5)
+        got_ids, got_scores = ids_scores(reply)
+        assert got_ids == [c.item_id for c in given]
+        np.testing.assert_allclose(got_scores, [0.1, 0.7, 0.4], rtol=1e-6)
+        assert list(reply.unknown_item_ids) == session
+
+
+@session_loop
+async def test_long_session_is_trimmed_to_its_most_recent_items(stub, model):
+    session = [item for s in sample_sessions(40) for item in s][: 3 * MAX_SESSION]
+    history = model.lookup(session)[0][-MAX_SESSION:]
+    candidates, scores = model.retrieve(model.query(history), 60, np.unique(history))
+    want_rows, _ = model.rank(history, candidates, scores)
+    reply = await stub.Rank(
+        pb.RankRequest(session_item_ids=session, candidates=item_scores(model, candidates, scores)), timeout=5
+    )
+    assert ids_scores(reply)[0] == [model.item_ids[r] for r in want_rows]
+
+
+@session_loop
+async def test_bad_inputs_are_invalid_argument_and_the_server_keeps_serving(stub, model):
+    one = [common_pb2.ItemScore(item_id=model.item_ids[0], score=0.5)]
+    too_many = [common_pb2.ItemScore(item_id=model.item_ids[i], score=0.0) for i in range(core.MAX_CANDIDATES + 1)]
+    assert f"at most {core.MAX_CANDIDATES}" in await invalid(stub, candidates=too_many)
+    assert "k must be >= 0" in await invalid(stub, candidates=one, k=-1)
+    assert "must not be empty" in await invalid(stub, session_item_ids=[model.item_ids[1]])
+    for bad in (float("nan"), float("inf")):
+        assert "finite" in await invalid(stub, candidates=[common_pb2.ItemScore(item_id=model.item_ids[0], score=bad)])
+
+    reply = await stub.Rank(pb.RankRequest(session_item_ids=[model.item_ids[1]], candidates=one), timeout=5)
+    assert [i.item_id for i in reply.items] == [model.item_ids[0]] and reply.model_version == model.version
+
+
+@session_loop
+async def test_unknown_model_version_is_not_found_naming_it(stub, model):
+    one = [common_pb2.ItemScore(item_id=model.item_ids[0], score=0.5)]
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stub.Rank(pb.RankRequest(candidates=one, model_version="20990101T000000Z-nope"), timeout=5)
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    assert "20990101T000000Z-nope" in info.value.details()
+
+
+@session_loop
+async def test_each_request_is_served_by_the_version_it_pins(bundle_path, model, tmp_path):
+    models_dir, old, new = two_version_models_dir(bundle_path, tmp_path)
+    session = sample_sessions(1)[0]
+    history = model.lookup(session)[0]
+    candidates, scores = model.retrieve(model.query(history), 20, np.unique(history))
+    want = [model.item_ids[r] for r in model.rank(history, candidates, scores)[0]]
+    request = pb.RankRequest(session_item_ids=session, candidates=item_scores(model, candidates, scores))
+    async with serve(models_dir) as s:
+        assert (await s.rank.Rank(request, timeout=5)).model_version == new  # newest bundle by default
+        for version in (old, new, old):
+            request.model_version = version
+            reply = await s.rank.Rank(request, timeout=5)
+            assert reply.model_version == version
+            assert ids_scores(reply)[0] == want  # the copy holds the same ranker
+
+
+def test_core_ranks_like_the_model_without_grpc(model):
+    session = sample_sessions(5)[4]
+    history = model.lookup(session)[0]
+    candidates, scores = model.retrieve(model.query(history), 25, np.unique(history))
+    ranked = core.rank_candidates(model, session, [model.item_ids[r] for r in candidates], scores.tolist(), k=5)
+    assert ranked.item_ids == [model.item_ids[r] for r in model.rank(history, candidates, scores)[0][:5]]
+    with pytest.raises(InvalidArgument, match="retrieval scores"):
+        core.check_request(["a", "b"], [1.0], 0)
