@@ -2,16 +2,33 @@
 
 from pydantic import Field
 
+from recmesh.publish import DEFAULT_TTL_S
 from recmesh.settings import CommonSettings
 
 
 class Settings(CommonSettings):
     port: int = Field(50051, validation_alias="PORT", description="gRPC port.")
     metrics_port: int = Field(9101, validation_alias="METRICS_PORT", description="Prometheus port; 0 = off.")
-    redis_url: str = Field(
-        "redis://localhost:6379/0", validation_alias="REDIS_URL", description="Shared vector cache."
-    )
-    lru_size: int = Field(100_000, validation_alias="LRU_SIZE", description="In-process cache, in vectors.")
+    redis_url: str = Field("redis://localhost:6379/0", validation_alias="REDIS_URL", description="Shared vector cache.")
+    lru_size: int = Field(100_000, ge=0, validation_alias="LRU_SIZE", description="In-process cache, in vectors.")
     redis_timeout_ms: int = Field(
-        20, validation_alias="REDIS_TIMEOUT_MS", description="Past this, answer from the bundle."
+        20, gt=0, validation_alias="REDIS_TIMEOUT_MS", description="Past this, answer from the bundle."
+    )
+    redis_retry_after_ms: int = Field(
+        1000,
+        gt=0,
+        validation_alias="REDIS_RETRY_AFTER_MS",
+        description="After a Redis failure or timeout, serve from the bundle this long before trying Redis again.",
+    )
+    redis_vector_ttl_s: int = Field(
+        DEFAULT_TTL_S,
+        gt=0,
+        validation_alias="REDIS_VECTOR_TTL_S",
+        description="TTL of vectors written back to Redis (publish sets the same default); they can be rebuilt.",
+    )
+    version_refresh_ms: int = Field(
+        1000,
+        gt=0,
+        validation_alias="VERSION_REFRESH_MS",
+        description="How often the published version pointer (recmesh:current_version) is re-read from Redis.",
     )

@@ -1,0 +1,26 @@
+"""python -m services.embedding_store: serve EmbeddingStoreService until SIGTERM (env: see settings.py)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from services.common.logs import configure_logging
+from services.common.metrics import start_metrics_server
+from services.common.server import serve_until_signal
+from services.embedding_store.server import create_server
+from services.embedding_store.settings import Settings
+
+
+async def main(settings: Settings) -> None:
+    server, _, health, store = await create_server(settings)
+    try:
+        await serve_until_signal(server, health)
+    finally:
+        await store.aclose()
+
+
+if __name__ == "__main__":
+    settings = Settings()
+    configure_logging("embedding-store", settings.log_level)
+    start_metrics_server(settings.metrics_port)
+    asyncio.run(main(settings))

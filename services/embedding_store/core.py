@@ -1,0 +1,348 @@
+"""Item vectors by id: in-process LRU -> Redis (one MGET per request) -> the bundle's memory-mapped vectors.
+
+Every tier holds the same bytes (the bundle's `vectors.npy` rows, written to Redis by `recmesh publish`), so the
+tier only changes latency, never the answer. Redis down or slower than its timeout -> the bundle answers, the
+response says `degraded`, and Redis is left alone for `retry_after_s` before it is tried again (the version
+pointer refresh, once a second, notices a recovery even without traffic). No grpc import here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import redis.asyncio as aioredis
+from numpy.typing import NDArray
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from recmesh.bundle import BundleError
+from recmesh.pipeline import Model
+from recmesh.publish import DEFAULT_TTL_S, POINTER_KEY, VECTOR_DTYPE, vector_key
+from recmesh.registry import ModelRegistry, VersionNotAvailable
+from services.common.errors import InvalidArgument, NotFound
+from services.common.metrics import DEFAULT, Metrics
+
+log = logging.getLogger(__name__)
+
+SERVICE = "embedding_store"
+MAX_ITEMS = 1000
+MAX_ID_LEN = 256
+RETRY_UNSERVABLE_S = 10.0  # a published version this process could not load is retried this often
+MAX_PENDING_WRITES = 8  # write-backs in flight; beyond this they are dropped (the next miss writes again)
+
+
+@dataclass(frozen=True)
+class Lookup:
+    version: str
+    dim: int
+    item_ids: list[str]  # known ids, request order, duplicates kept
+    vectors: NDArray[np.float32]  # (len(item_ids), dim), row i = item_ids[i]
+    unknown_item_ids: list[str]
+    degraded: bool = False
+    degraded_reason: str = ""
+
+
+@dataclass
+class Stats:
+    """Counters per unique item looked up (duplicates inside one request count once)."""
+
+    requests: int = 0
+    lru_hits: int = 0
+    lru_misses: int = 0
+    redis_hits: int = 0
+    redis_misses: int = 0
+    redis_round_trips: int = 0  # MGETs issued by requests
+    bundle_reads: int = 0
+    degraded: int = 0
+    write_backs: int = 0
+
+
+def redis_client(url: str, timeout_s: float) -> aioredis.Redis:
+    """An asyncio client without redis-py's own retries: the store's timeout and back-off decide instead."""
+    return aioredis.from_url(
+        url,
+        socket_connect_timeout=max(timeout_s, 0.1),
+        socket_timeout=max(timeout_s * 5, 0.5),
+        retry=Retry(NoBackoff(), 0),
+    )
+
+
+class Lru:
+    """(version, item) -> raw float32 bytes, least recently used evicted first. size 0 disables it."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._data: OrderedDict[tuple[str, str], bytes] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def get(self, key: tuple[str, str]) -> bytes | None:
+        value = self._data.get(key)
+        if value is not None:
+            self._data.move_to_end(key)
+        return value
+
+    def put(self, key: tuple[str, str], value: bytes) -> None:
+        if self.size <= 0:
+            return
+        self._data[key] = value
+        self._data.move_to_end(key)
+        while len(self._data) > self.size:
+            self._data.popitem(last=False)
+
+
+class EmbeddingStore:
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        redis_client: aioredis.Redis,
+        lru_size: int = 100_000,
+        redis_timeout_s: float = 0.02,
+        retry_after_s: float = 1.0,
+        ttl_s: int = DEFAULT_TTL_S,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.registry = registry
+        self.redis = redis_client
+        self.lru = Lru(lru_size)
+        self.redis_timeout_s = redis_timeout_s
+        self.retry_after_s = retry_after_s
+        self.ttl_s = ttl_s
+        self.metrics = metrics or DEFAULT
+        self.stats = Stats()
+        self.published_version: str | None = None  # Redis' pointer, when this process can serve it
+        self._pointer_seen: str | None = None
+        self._pointer_failed_at = 0.0
+        self._redis_down_until = 0.0
+        self._redis_down_reason = ""
+        self._pending: set[asyncio.Task[Any]] = set()
+        self._background: list[asyncio.Task[Any]] = []
+
+    # -- version ------------------------------------------------------------------------------------------
+    @property
+    def current_version(self) -> str:
+        return self.published_version or self.registry.current
+
+    async def model_for(self, version: str) -> Model:
+        """The model a request reads: the pinned version, else Redis' pointer, else the registry's current."""
+        wanted = version or self.current_version
+        try:
+            return await self.registry.get(wanted)
+        except (VersionNotAvailable, BundleError) as e:
+            if version:
+                raise NotFound(f"model version {version!r} is not available here: {e}") from e
+            self.published_version = None  # the published version vanished from disk: fall back
+            return await self.registry.get("")
+
+    async def refresh_version(self) -> None:
+        """Read `recmesh:current_version` once. Unset -> the registry's current. Redis unreachable -> keep the
+        last value (a blip must not flip replicas to another version). Also the Redis liveness probe."""
+        try:
+            raw = await asyncio.wait_for(self.redis.get(POINTER_KEY), timeout=max(self.redis_timeout_s, 0.5))
+        except (RedisError, OSError, TimeoutError) as e:
+            self._mark_down(f"redis unavailable ({type(e).__name__})")
+            return
+        self._mark_up()
+        pointer = raw.decode() if isinstance(raw, bytes) else raw
+        if pointer is None:
+            self._pointer_seen, self.published_version = None, None
+            return
+        if pointer == self.published_version:
+            return
+        if pointer == self._pointer_seen and time.monotonic() - self._pointer_failed_at < RETRY_UNSERVABLE_S:
+            return  # do not re-verify a broken bundle every second
+        try:
+            await self.registry.get(pointer)  # loads it off the loop if it is on disk but not loaded
+        except (VersionNotAvailable, BundleError) as e:
+            if pointer != self._pointer_seen:
+                log.warning(
+                    "published version not servable here, serving the registry's",
+                    extra={"published": pointer, "error": str(e), "serving": self.registry.current},
+                )
+            self._pointer_seen, self.published_version = pointer, None
+            self._pointer_failed_at = time.monotonic()
+            return
+        log.info("serving published version", extra={"version": pointer})
+        self._pointer_seen, self.published_version = pointer, pointer
+
+    async def watch_version(self, every_s: float = 1.0) -> None:
+        while True:
+            try:
+                await self.refresh_version()
+            except Exception:  # never let the refresher die: the store keeps serving what it has
+                log.exception("version pointer refresh failed")
+            await asyncio.sleep(every_s)
+
+    # -- Redis health ------------------------------------------------------------------------------------
+    def _mark_down(self, reason: str) -> None:
+        if not self._redis_down_reason:  # log the transition, not every failed probe
+            log.warning("redis down, serving from the bundle", extra={"reason": reason})
+        self._redis_down_until = time.monotonic() + self.retry_after_s
+        self._redis_down_reason = reason
+
+    def _mark_up(self) -> None:
+        if self._redis_down_reason:
+            log.info("redis back")
+        self._redis_down_until, self._redis_down_reason = 0.0, ""
+
+    @property
+    def redis_down(self) -> bool:
+        return time.monotonic() < self._redis_down_until
+
+    # -- lookup -------------------------------------------------------------------------------------------
+    async def get(self, item_ids: list[str], version: str = "") -> Lookup:
+        validate(item_ids)
+        model = await self.model_for(version)
+        v, dim = model.version, model.dim
+        self.stats.requests += 1
+
+        known: list[str] = []
+        unknown: list[str] = []
+        found: dict[str, bytes] = {}
+        misses: dict[str, int] = {}  # item -> bundle row
+        for item in item_ids:
+            row = model.index_of.get(item)
+            if row is None:
+                unknown.append(item)
+                continue
+            known.append(item)
+            if item in found or item in misses:
+                continue
+            value = self.lru.get((v, item))
+            if value is None:
+                misses[item] = row
+            else:
+                found[item] = value
+        self._count("lru", hits=len(found), misses=len(misses))
+        if unknown:
+            self.metrics.cache.labels(SERVICE, "miss", "bundle").inc(len(unknown))
+
+        degraded_reason = ""
+        if misses:
+            from_redis, degraded_reason = await self._mget(v, dim, list(misses))
+            found.update(from_redis)
+            for item, value in from_redis.items():
+                self.lru.put((v, item), value)
+            lacking = [item for item in misses if item not in from_redis]
+            if lacking:
+                rows = np.ascontiguousarray(model.space.vectors[[misses[i] for i in lacking]], dtype=VECTOR_DTYPE)
+                width = dim * VECTOR_DTYPE.itemsize
+                raw = rows.tobytes()
+                fresh = {item: raw[i * width : (i + 1) * width] for i, item in enumerate(lacking)}
+                found.update(fresh)
+                for item, value in fresh.items():
+                    self.lru.put((v, item), value)
+                self.stats.bundle_reads += len(fresh)
+                self.metrics.cache.labels(SERVICE, "hit", "bundle").inc(len(fresh))
+                if not degraded_reason:  # Redis is up but lacked them: fill it for the other replicas
+                    self._write_back(v, fresh)
+
+        data = b"".join(found[item] for item in known)
+        vectors = np.frombuffer(data, dtype=VECTOR_DTYPE).reshape(len(known), dim)
+        if degraded_reason:
+            self.stats.degraded += 1
+        return Lookup(v, dim, known, vectors, unknown, bool(degraded_reason), degraded_reason)
+
+    async def _mget(self, version: str, dim: int, items: list[str]) -> tuple[dict[str, bytes], str]:
+        """One MGET for `items`: (the valid values found, "" or why Redis was not used)."""
+        if self.redis_down:
+            reason = f"{self._redis_down_reason}: served from bundle"
+            self.metrics.degraded.labels(SERVICE, "redis_down").inc()
+            return {}, reason
+        self.stats.redis_round_trips += 1
+        try:
+            values = await asyncio.wait_for(
+                self.redis.mget([vector_key(version, item) for item in items]), timeout=self.redis_timeout_s
+            )
+        except TimeoutError:
+            self._mark_down(f"redis timeout (> {self.redis_timeout_s * 1000:g} ms)")
+            self.metrics.degraded.labels(SERVICE, "redis_timeout").inc()
+            return {}, f"{self._redis_down_reason}: served from bundle"
+        except (RedisError, OSError) as e:
+            self._mark_down(f"redis unavailable ({type(e).__name__})")
+            self.metrics.degraded.labels(SERVICE, "redis_unavailable").inc()
+            return {}, f"{self._redis_down_reason}: served from bundle"
+        width = dim * VECTOR_DTYPE.itemsize
+        found = {
+            item: value
+            for item, value in zip(items, values, strict=True)
+            if isinstance(value, bytes) and len(value) == width
+        }
+        bad = sum(1 for value in values if value is not None and len(value) != width)
+        if bad:
+            log.warning("redis vectors of the wrong size, rewriting them", extra={"version": version, "count": bad})
+        self._count("redis", hits=len(found), misses=len(items) - len(found))
+        return found, ""
+
+    def _write_back(self, version: str, vectors: dict[str, bytes]) -> None:
+        """Fire and forget: the answer does not wait for a second round trip; a failed write only costs a
+        later miss. Bounded, so a slow Redis cannot pile up tasks."""
+        if len(self._pending) >= MAX_PENDING_WRITES:
+            return
+
+        async def write() -> None:
+            pipe = self.redis.pipeline(transaction=False)
+            for item, value in vectors.items():
+                pipe.set(vector_key(version, item), value, ex=self.ttl_s)
+            await asyncio.wait_for(pipe.execute(), timeout=max(self.redis_timeout_s * 10, 0.5))
+            self.stats.write_backs += len(vectors)
+
+        task = asyncio.get_running_loop().create_task(_quietly(write()))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    def _count(self, tier: str, hits: int, misses: int) -> None:
+        if tier == "lru":
+            self.stats.lru_hits += hits
+            self.stats.lru_misses += misses
+        else:
+            self.stats.redis_hits += hits
+            self.stats.redis_misses += misses
+        if hits:
+            self.metrics.cache.labels(SERVICE, "hit", tier).inc(hits)
+        if misses:
+            self.metrics.cache.labels(SERVICE, "miss", tier).inc(misses)
+
+    # -- lifecycle ----------------------------------------------------------------------------------------
+    def start(self, every_s: float = 1.0) -> None:
+        """Start the version pointer refresher (call inside the running loop)."""
+        self.keep(self.watch_version(every_s))
+
+    def keep(self, coro: Awaitable[Any]) -> None:
+        """Run `coro` as a background task owned by the store (cancelled by `aclose`)."""
+        self._background.append(asyncio.ensure_future(coro))
+
+    async def aclose(self) -> None:
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, *self._pending, return_exceptions=True)
+        self._background.clear()
+        with contextlib.suppress(Exception):
+            await self.redis.aclose()
+
+
+async def _quietly(coro: Awaitable[None]) -> None:
+    try:
+        await coro
+    except (RedisError, OSError, TimeoutError) as e:
+        log.debug("redis write-back failed", extra={"error": repr(e)})
+
+
+def validate(item_ids: list[str]) -> None:
+    if not item_ids:
+        raise InvalidArgument("item_ids must not be empty")
+    if len(item_ids) > MAX_ITEMS:
+        raise InvalidArgument(f"at most {MAX_ITEMS} item_ids per request, got {len(item_ids)}")
+    for i, item in enumerate(item_ids):
+        if len(item) > MAX_ID_LEN:
+            raise InvalidArgument(f"item_ids[{i}] is {len(item)} characters long, the limit is {MAX_ID_LEN}")

@@ -1,0 +1,66 @@
+"""Build the embedding-store server: registry + Redis client + EmbeddingStore + gRPC server (port 0 for tests)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc.aio
+from grpc_health.v1.health import HealthServicer
+
+from recmesh.registry import ModelRegistry
+from recmesh.v1 import embedding_store_service_pb2_grpc as pb_grpc
+from services.common import server as common_server
+from services.common.metrics import Metrics
+from services.embedding_store.core import EmbeddingStore, redis_client
+from services.embedding_store.servicer import SERVICE_NAME, EmbeddingStoreServicer
+from services.embedding_store.settings import Settings
+
+
+async def create_server(
+    settings: Settings, address: str | None = None, metrics: Metrics | None = None
+) -> tuple[grpc.aio.Server, int, HealthServicer, EmbeddingStore]:
+    """Load the bundle, read Redis' version pointer once, start serving and the background refreshers.
+
+    Stopping the server is enough: when it terminates, the store's background tasks (registry watch, pointer
+    refresher, pending write-backs) are cancelled and its Redis client closed (`store.aclose()`, idempotent).
+    """
+    registry = ModelRegistry(settings.models_dir, settings.model_version)
+    await asyncio.to_thread(registry.load_initial)
+    timeout_s = settings.redis_timeout_ms / 1000
+    store = EmbeddingStore(
+        registry,
+        redis_client(settings.redis_url, timeout_s),
+        lru_size=settings.lru_size,
+        redis_timeout_s=timeout_s,
+        retry_after_s=settings.redis_retry_after_ms / 1000,
+        ttl_s=settings.redis_vector_ttl_s,
+        metrics=metrics,
+    )
+    if not settings.model_version:  # a pinned process ignores the published pointer
+        await store.refresh_version()
+        store.start(every_s=settings.version_refresh_ms / 1000)
+    store.keep(registry.watch())
+
+    def register(server: grpc.aio.Server) -> None:
+        pb_grpc.add_EmbeddingStoreServiceServicer_to_server(EmbeddingStoreServicer(store), server)
+
+    server, port, health = await common_server.create_server(
+        address or f"[::]:{settings.port}", register, [SERVICE_NAME], settings.max_message_mb
+    )
+    close_on_termination(server, store)
+    return server, port, health, store
+
+
+_closers: set[asyncio.Task[None]] = set()  # strong references: the loop keeps only weak ones
+
+
+def close_on_termination(server: grpc.aio.Server, store: EmbeddingStore) -> None:
+    async def close() -> None:
+        try:
+            await server.wait_for_termination()
+        finally:
+            await store.aclose()
+
+    task = asyncio.create_task(close())
+    _closers.add(task)
+    task.add_done_callback(_closers.discard)

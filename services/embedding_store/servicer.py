@@ -1,0 +1,50 @@
+"""EmbeddingStoreService over gRPC: a thin adapter around `EmbeddingStore.get`."""
+
+from __future__ import annotations
+
+import logging
+
+import grpc.aio
+
+from recmesh.v1 import embedding_store_service_pb2 as pb
+from recmesh.v1 import embedding_store_service_pb2_grpc as pb_grpc
+from services.common.errors import grpc_errors
+from services.common.logs import bind_request_id
+from services.common.metrics import observe_rpc
+from services.common.vectors import pack
+from services.embedding_store.core import SERVICE, EmbeddingStore
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["EmbeddingStoreService"].full_name
+
+
+class EmbeddingStoreServicer(pb_grpc.EmbeddingStoreServiceServicer):
+    def __init__(self, store: EmbeddingStore) -> None:
+        self.store = store
+
+    @grpc_errors
+    @observe_rpc(SERVICE)
+    async def GetEmbeddings(
+        self, request: pb.GetEmbeddingsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetEmbeddingsResponse:
+        bind_request_id(context)
+        found = await self.store.get(list(request.item_ids), request.model_version)
+        log.debug(
+            "GetEmbeddings",
+            extra={
+                "items": len(request.item_ids),
+                "unknown": len(found.unknown_item_ids),
+                "version": found.version,
+                "degraded": found.degraded,
+            },
+        )
+        return pb.GetEmbeddingsResponse(
+            model_version=found.version,
+            dim=found.dim,
+            item_ids=found.item_ids,
+            vectors=pack(found.vectors),
+            unknown_item_ids=found.unknown_item_ids,
+            degraded=found.degraded,
+            degraded_reason=found.degraded_reason,
+        )
