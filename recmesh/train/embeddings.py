@@ -24,8 +24,8 @@ class Word2VecParams:
 
     dim: int = 64
     window: int = 5
-    negative: int = 10
-    ns_exponent: float = 0.0
+    negative: int = 5
+    ns_exponent: float = -0.25
     sample: float = 1e-3
     epochs: int = 50
     min_count: int = 1
