@@ -19,3 +19,12 @@ class Settings(CommonSettings):
         "redis://localhost:6379/0", validation_alias="REDIS_URL", description="Events and version pointer."
     )
     budget_ms: int = Field(200, validation_alias="BUDGET_MS", description="Default end-to-end budget.")
+    redis_timeout_ms: int = Field(
+        50, validation_alias="REDIS_TIMEOUT_MS", description="Redis socket timeout for event reads and writes."
+    )
+    shutdown_grace_s: float = Field(
+        5.0, validation_alias="SHUTDOWN_GRACE_S", description="After SIGTERM (and drain), time in-flight requests get."
+    )
+    drain_s: float = Field(
+        0.0, validation_alias="DRAIN_S", description="After SIGTERM, keep serving (NOT_SERVING, /readyz 503) this long."
+    )

@@ -1,0 +1,69 @@
+"""Deadline bookkeeping for one request: what is left of its budget, and how long each stage took.
+
+    budget = Budget(200)                       # ms, starts now
+    with budget.stage("embeddings"):
+        reply = await client.get(..., timeout_s=budget.remaining_s())
+    budget.finish()                            # records "total"
+    budget.server_timing()                     # "embeddings;dur=1.2, total;dur=1.4"
+
+Each hop's deadline is what is left of the request's budget minus a small reserve for building the answer.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+RESERVE_MS = 2.0  # kept back from every hop's deadline for answering
+MIN_HOP_MS = 0.5  # below this, a hop cannot finish: the budget is exhausted
+
+
+class Budget:
+    """A request's time budget (wall clock, monotonic) and its per-stage timings in milliseconds."""
+
+    __slots__ = ("budget_ms", "reserve_ms", "_start", "timings")
+
+    def __init__(self, budget_ms: float, reserve_ms: float = RESERVE_MS) -> None:
+        self.budget_ms = float(budget_ms)
+        # A tiny budget keeps most of itself for the hops rather than reserving more than it has.
+        self.reserve_ms = min(reserve_ms, self.budget_ms / 10)
+        self._start = time.perf_counter()
+        self.timings: dict[str, float] = {}
+
+    def elapsed_ms(self) -> float:
+        return (time.perf_counter() - self._start) * 1000.0
+
+    def remaining_ms(self) -> float:
+        """Milliseconds a hop may still take (never negative)."""
+        return max(0.0, self.budget_ms - self.reserve_ms - self.elapsed_ms())
+
+    def remaining_s(self) -> float:
+        """The deadline (in seconds) to give the next hop."""
+        return self.remaining_ms() / 1000.0
+
+    @property
+    def exhausted(self) -> bool:
+        return self.remaining_ms() < MIN_HOP_MS
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        """Time the block as stage ``name`` (added to an earlier timing of the same name)."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[name] = self.timings.get(name, 0.0) + (time.perf_counter() - start) * 1000.0
+
+    def finish(self) -> dict[str, float]:
+        """Record the "total" stage (time since the budget started) and return all timings."""
+        self.timings["total"] = self.elapsed_ms()
+        return self.timings
+
+    def server_timing(self) -> str:
+        """The timings as a ``Server-Timing`` header value: ``embeddings;dur=1.2, total;dur=3.9``."""
+        return server_timing(self.timings)
+
+
+def server_timing(timings: dict[str, float]) -> str:
+    return ", ".join(f"{name};dur={ms:.2f}" for name, ms in timings.items())
