@@ -23,10 +23,8 @@ def search_excluding(
     index: AnnIndex, query: np.ndarray, k: int, exclude: np.ndarray | None, n_items: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-k skipping excluded rows: ask for k + |exclude| so the answer stays k long after filtering."""
-    n_excluded = 0 if exclude is None else int(exclude.size)
-    want = min(n_items, k + n_excluded)
-    ids, scores = index.search(query, want)
-    if n_excluded:
-        keep = ~np.isin(ids, exclude)
-        ids, scores = ids[keep], scores[keep]
-    return ids[:k], scores[:k]
+    if exclude is None or exclude.size == 0:
+        return index.search(query, min(n_items, k))
+    ids, scores = index.search(query, min(n_items, k + int(exclude.size)))
+    keep = ~np.isin(ids, exclude)
+    return ids[keep][:k], scores[keep][:k]

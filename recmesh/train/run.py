@@ -103,6 +103,7 @@ def train_bundle(dataset: Dataset, models_dir: Path, params: TrainParams | None 
              covisits_indices=t.covisits.indices, covisits_data=t.covisits.data)
     index.save(staging / "index")
     ranker.save(staging / "ranker.json")
+    train_seconds = round(time.perf_counter() - started, 1)
     manifest = {
         "version": version,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -113,11 +114,11 @@ def train_bundle(dataset: Dataset, models_dir: Path, params: TrainParams | None 
         "params": {**asdict(params), "word2vec": params.word2vec.to_dict()},
         "index": {"backend": index.backend, "params": index.params, "space": "context_vectors"},
         "dim": params.word2vec.dim,
-        "metrics": {"ranker_auc": ranker_auc, "train_seconds": round(time.perf_counter() - started, 1)},
+        "metrics": {"ranker_auc": ranker_auc, "train_seconds": train_seconds},
     }
     bundle.seal(staging, manifest)
     staging.rename(final)
-    log(f"bundle: {final} ({manifest['metrics']['train_seconds']}s)")
+    log(f"bundle: {final} ({train_seconds}s)")
     return final
 
 
