@@ -61,6 +61,13 @@ _CODE_OF_STATUS = {400: "INVALID_ARGUMENT", 404: "NOT_FOUND", 405: "UNIMPLEMENTE
 
 
 # ------------------------------------------------------------------------------------------------ middleware
+def _as_json(scope: Scope) -> Scope:
+    """Every body is JSON: read it as such whatever the Content-Type says, so that `curl -d '{...}'` (which sends
+    application/x-www-form-urlencoded) works as the README shows."""
+    headers = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
+    return {**scope, "headers": [*headers, (b"content-type", b"application/json")]}
+
+
 class GatewayMiddleware:
     """Request id in and out, the 1 MiB body cap, latency/error metrics, and a last-resort 500 that names the
     request id but nothing internal. Plain ASGI (no BaseHTTPMiddleware task hop on the hot path)."""
@@ -89,6 +96,8 @@ class GatewayMiddleware:
                 message["headers"] = [*message.get("headers", ()), rid_header]
             await send(message)
 
+        if scope["method"] in ("POST", "PUT", "PATCH"):
+            scope = _as_json(scope)
         try:
             length = next((v for k, v in headers if k == b"content-length"), None)
             if length is not None and int(length) > self.max_body_bytes:
@@ -351,7 +360,10 @@ def create_app(settings: Settings, clients: Clients | None = None, catalog: Cata
     @app.post(
         "/v1/events",
         response_model=schemas.EventOut | schemas.EventsOut,
-        responses=errors,
+        responses={
+            **errors,
+            429: {"model": schemas.ErrorOut, "description": "A visitor over EVENT_RATE_LIMIT; nothing was stored."},
+        },
         tags=["events"],
     )
     async def events(body: schemas.EventsBody, request: Request) -> Response:

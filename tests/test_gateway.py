@@ -11,6 +11,7 @@ import contextlib
 import copy
 import importlib
 import json
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -298,6 +299,16 @@ async def test_bad_recommend_input_is_a_400_with_a_message(stack: Stack, what: s
 
 
 @session_loop
+async def test_a_json_body_is_read_whatever_the_content_type_says(stack: Stack, model, session_items) -> None:  # type: ignore[no-untyped-def]
+    """`curl -d '{...}'` sends application/x-www-form-urlencoded; the README's examples must still work."""
+    body = json.dumps({"session": session_items, "k": 5}).encode()
+    for content_type in ("application/x-www-form-urlencoded", "text/plain"):
+        response = await stack.gateway.http.post("/v1/recommend", content=body, headers={"content-type": content_type})
+        assert response.status_code == 200, response.text
+        assert ids(response.json()) == reference(model, session_items)[:5]
+
+
+@session_loop
 async def test_malformed_json_is_a_400_not_a_422(stack: Stack) -> None:
     response = await stack.gateway.http.post(
         "/v1/recommend", content=b'{"session": ["a",', headers={"content-type": "application/json"}
@@ -458,12 +469,13 @@ async def test_an_event_is_reflected_in_the_very_next_recommendation(stack: Stac
     cold = (await stack.gateway.http.post("/v1/recommend", json={"user_id": user, "k": 10})).json()
     rows, _ = model.popular(10)
     assert ids(cold) == [model.item_ids[r] for r in rows]  # no events yet: popular items
-    recorded = await stack.gateway.http.post("/v1/events", json={"user_id": user, "item_id": item, "type": "click"})
+    recorded = await stack.gateway.http.post("/v1/events", json={"user_id": user, "item_id": item, "type": "view"})
     assert recorded.json() == {"stored": True, "known_item": True}
     warm = (await stack.gateway.http.post("/v1/recommend", json={"user_id": user, "k": 10})).json()
     assert item not in ids(warm)
     assert ids(warm) == reference(model, [item])
-    # Events come first, then the request's own items.
+    # Events come first, then the request's own items (views, as the event: equal weights, the offline query;
+    # event types that weigh more are tested in tests/test_events.py).
     other = model.item_ids[43]
     both = (await stack.gateway.http.post("/v1/recommend", json={"user_id": user, "session": [other]})).json()
     assert ids(both) == reference(model, [item, other])
@@ -514,7 +526,8 @@ async def test_bad_events_are_400s(stack: Stack, what: str, body: Any, says: str
 @session_loop
 async def test_event_history_is_bounded_and_expires(stack: Stack) -> None:
     user = f"user-{uuid.uuid4().hex}"
-    events = [{"user_id": user, "item_id": f"i{n}", "timestamp_ms": 1_000 + n} for n in range(120)]
+    start_ms = int(time.time() * 1000) - 3_600_000
+    events = [{"user_id": user, "item_id": f"i{n}", "timestamp_ms": start_ms + n} for n in range(120)]
     for start in range(0, 120, 60):
         response = await stack.gateway.http.post("/v1/events", json={"events": events[start : start + 60]})
         assert response.status_code == 200
