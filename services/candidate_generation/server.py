@@ -17,23 +17,6 @@ from services.candidate_generation.servicer import SERVICE_NAME, CandidateGenera
 from services.candidate_generation.settings import Settings
 from services.common import server as common_server
 
-_background: set[asyncio.Task[None]] = set()  # strong references: the loop only keeps weak ones
-
-
-async def watch_while_serving(server: grpc.aio.Server, registry: ModelRegistry) -> None:
-    """Run registry.watch() until the server terminates."""
-    watch = asyncio.create_task(registry.watch())
-    try:
-        await server.wait_for_termination()
-    finally:
-        watch.cancel()
-
-
-def start_watching(server: grpc.aio.Server, registry: ModelRegistry) -> None:
-    task = asyncio.create_task(watch_while_serving(server, registry))
-    _background.add(task)
-    task.add_done_callback(_background.discard)
-
 
 async def create_server(
     settings: Settings, address: str | None = None
@@ -49,5 +32,5 @@ async def create_server(
     server, port, health = await common_server.create_server(
         address or f"[::]:{settings.port}", register, [SERVICE_NAME], settings.max_message_mb
     )
-    start_watching(server, registry)
+    common_server.run_while_serving(server, registry.watch())
     return server, port, health, generator

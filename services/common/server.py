@@ -17,7 +17,7 @@ import json
 import logging
 import signal
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
 import grpc
@@ -154,6 +154,33 @@ async def create_server(
         "gRPC server listening on %s (port %d)", address, port, extra={"services": list(service_names)}
     )
     return server, port, health_servicer
+
+
+_supervisors: set[asyncio.Task[None]] = set()  # strong references: the loop keeps only weak ones
+
+
+def run_while_serving(
+    server: grpc.aio.Server,
+    *work: Coroutine[Any, Any, None],
+    cleanup: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """Run background `work` (e.g. a model watcher) while `server` serves; once it terminates, cancel the work and
+    await `cleanup` (e.g. closing a Redis client). Stopping the server is then all a caller has to do."""
+
+    async def supervise() -> None:
+        tasks = [asyncio.create_task(w) for w in work]
+        try:
+            await server.wait_for_termination()
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if cleanup is not None:
+                await cleanup()
+
+    supervisor = asyncio.create_task(supervise())
+    _supervisors.add(supervisor)
+    supervisor.add_done_callback(_supervisors.discard)
 
 
 async def shutdown(

@@ -47,20 +47,5 @@ async def create_server(
     server, port, health = await common_server.create_server(
         address or f"[::]:{settings.port}", register, [SERVICE_NAME], settings.max_message_mb
     )
-    close_on_termination(server, store)
+    common_server.run_while_serving(server, cleanup=store.aclose)
     return server, port, health, store
-
-
-_closers: set[asyncio.Task[None]] = set()  # strong references: the loop keeps only weak ones
-
-
-def close_on_termination(server: grpc.aio.Server, store: EmbeddingStore) -> None:
-    async def close() -> None:
-        try:
-            await server.wait_for_termination()
-        finally:
-            await store.aclose()
-
-    task = asyncio.create_task(close())
-    _closers.add(task)
-    task.add_done_callback(_closers.discard)
