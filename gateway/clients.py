@@ -174,6 +174,7 @@ class CandidateGenerationClient:
             k=k,
             exclude_item_ids=exclude_item_ids,
             model_version=model_version,
+            packed=True,
         )
         try:
             reply = await self._stub.RetrieveCandidates(
@@ -181,7 +182,12 @@ class CandidateGenerationClient:
             )
         except grpc.aio.AioRpcError as err:
             raise _error(CANDIDATE_GENERATION, err) from err
-        return _scored(reply.candidates, reply.model_version, reply.unknown_item_ids)
+        if reply.candidates:  # a server that predates the packed form
+            return _scored(reply.candidates, reply.model_version, reply.unknown_item_ids)
+        scores = vectors.unpack(reply.scores, 1)[:, 0] if reply.scores else np.zeros(0, np.float32)
+        if len(scores) != len(reply.item_ids):
+            raise UpstreamError(CANDIDATE_GENERATION, "INTERNAL", f"{len(reply.item_ids)} ids but {len(scores)} scores")
+        return Scored(list(reply.item_ids), scores.tolist(), reply.model_version, list(reply.unknown_item_ids))
 
 
 class RankingClient:
@@ -201,10 +207,15 @@ class RankingClient:
     ) -> Scored:
         """Candidates (with their retrieval scores) ordered best first for the session; k = 0 returns all."""
         _check_time(RANKING, timeout_s)
-        request = ranking_service_pb2.RankRequest(session_item_ids=session_item_ids, k=k, model_version=model_version)
-        add = request.candidates.add
-        for item, score in zip(candidate_ids, candidate_scores, strict=True):
-            add(item_id=item, score=score)
+        if len(candidate_ids) != len(candidate_scores):
+            raise ValueError(f"{len(candidate_ids)} candidates but {len(candidate_scores)} scores")
+        request = ranking_service_pb2.RankRequest(  # the packed form: no message per candidate
+            session_item_ids=session_item_ids,
+            k=k,
+            model_version=model_version,
+            candidate_ids=candidate_ids,
+            candidate_scores=vectors.pack(candidate_scores),
+        )
         try:
             reply = await self._stub.Rank(request, timeout=timeout_s, metadata=outgoing_metadata(request_id))
         except grpc.aio.AioRpcError as err:
@@ -266,7 +277,7 @@ class Clients:
             make_channel(settings.embedding_store_addr, mb),
             make_channel(settings.candidate_generation_addr, mb),
             make_channel(settings.ranking_addr, mb),
-            EventStore.from_url(settings.redis_url, timeout_ms=settings.redis_timeout_ms),
+            EventStore.from_settings(settings),
         )
 
     async def close(self) -> None:

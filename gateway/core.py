@@ -4,9 +4,11 @@ own. No web framework and no grpc servicer here: inputs are plain values, output
 
 A recommendation (ARCHITECTURE §1):
   0. session = the visitor's recorded events (one Redis read, oldest first) + the request's items, trimmed to
-     the most recent MAX_SESSION;
+     the most recent MAX_SESSION; each item weighs what its event type weighs (EVENT_WEIGHTS; request items
+     count as views);
   1. GetEmbeddings(session) -> vectors and the model version, pinned for the next hops;
-  2. query = session_query(vectors, manifest decay); RetrieveCandidates(query, exclude = seen + exclusions);
+  2. query = session_query(vectors, manifest decay, type weights); RetrieveCandidates(query, exclude = seen +
+     exclusions), seen = the whole stored history + the session (unless include_seen);
   3. Rank(session, candidates) -> the answer's order.
 Degrade, don't fail: embedding store down -> candidate generation builds the query from item ids; candidate
 generation down -> popular items; ranking down or out of budget -> retrieval order. Each degraded answer lists
@@ -27,7 +29,7 @@ import numpy as np
 
 from gateway.budget import Budget
 from gateway.clients import Clients, Embeddings, Scored, UpstreamDeadline, UpstreamError
-from gateway.events import MAX_ID_LEN, Event, EventStoreUnavailable, validate
+from gateway.events import MAX_ID_LEN, Event, EventStoreUnavailable, History, now_ms, validate
 from gateway.popular import BundleInfo, Catalog
 from recmesh.pipeline import MAX_SESSION, session_query
 from services.common import vectors
@@ -45,7 +47,7 @@ MAX_EXCLUDE = 1000
 MAX_BUDGET_MS = 10_000
 MAX_ITEMS = 1000  # item ids per embeddings / candidates / rank call
 DEFAULT_FIND_K = 100
-MAX_EVENTS = 500  # events per RecordEvents batch (REST); the gRPC stream stores in chunks of this size
+MAX_EVENTS = 500  # events per REST batch; a gRPC RecordEvents stream allows grpc_api.MAX_STREAM_EVENTS
 EMPTY_SESSION = "empty session: send session_item_ids, a user_id with events, or options.query_vector"
 
 _LATE = (UpstreamError, UpstreamDeadline)  # a hop that failed for reasons that are not the caller's
@@ -101,6 +103,22 @@ class RecordedEvents:
 
 def _dedup(items: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(items))
+
+
+def _known_weights(session: list[str], weights: list[float], found: Embeddings) -> np.ndarray | None:
+    """The weights of the session items the embedding store knew (its rows are the known items in session
+    order, one per occurrence); None when they are all equal (then the query is the offline one, bit for bit)."""
+    if len(set(weights)) <= 1:
+        return None
+    known: list[float] = []
+    rows = found.item_ids
+    for item, weight in zip(session, weights, strict=True):
+        if len(known) < len(rows) and item == rows[len(known)]:
+            known.append(weight)
+    if len(known) != len(rows):  # not the session's known subsequence: weigh nothing rather than misalign
+        log.warning("embedding rows do not follow the session; event weights ignored")
+        return None
+    return np.asarray(known, dtype=np.float32)
 
 
 def _check_ids(name: str, items: Sequence[str]) -> None:
@@ -196,12 +214,15 @@ class GatewayCore:
             raise InvalidArgument(EMPTY_SESSION)
 
         plan = _Plan(request, budget)
-        session = list(request.session_item_ids)
-        if request.user_id:
-            session = await self._history(plan) + session
+        history = await self._history(plan) if request.user_id else History([], [])
+        session = history.item_ids + list(request.session_item_ids)
+        view = self.clients.events.weights["view"]  # the request's own items count as views
+        weights = history.weights + [view] * len(request.session_item_ids)
         dropped = max(0, len(session) - MAX_SESSION)
-        session = session[-MAX_SESSION:]
-        exclude = _dedup([*([] if options.include_seen else session), *options.exclude_item_ids])
+        session, weights = session[-MAX_SESSION:], weights[-MAX_SESSION:]
+        # Seen = the visitor's whole stored history (bought or viewed), not only the most recent MAX_SESSION.
+        seen = [] if options.include_seen else [*history.item_ids, *session]
+        exclude = _dedup([*seen, *options.exclude_item_ids])
         n_candidates = max(options.candidate_count, request.k)
 
         candidates: Scored | None = None
@@ -214,7 +235,7 @@ class GatewayCore:
                 candidates = await self._candidates(plan, exclude, n_candidates, request_id, item_ids=session)
             elif embeddings.item_ids:
                 decay = self._manifest(embeddings.model_version).query_decay
-                query = session_query(embeddings.vectors, decay)
+                query = session_query(embeddings.vectors, decay, _known_weights(session, weights, embeddings))
                 candidates = await self._candidates(
                     plan, exclude, n_candidates, request_id, query_vector=vectors.pack(query)
                 )
@@ -237,13 +258,13 @@ class GatewayCore:
             recommendation_id=uuid.uuid4().hex,
         )
 
-    async def _history(self, plan: _Plan) -> list[str]:
+    async def _history(self, plan: _Plan) -> History:
         with plan.budget.stage("events"):
             try:
-                return await self.clients.events.recent_items(plan.request.user_id, plan.budget.remaining_s())
+                return await self.clients.events.history(plan.request.user_id, plan.budget.remaining_s())
             except EventStoreUnavailable:
                 plan.degrade("events", "redis unavailable", "visitor history not read")
-                return []
+                return History([], [])
 
     async def _embeddings(self, plan: _Plan, session: list[str], request_id: str | None) -> Embeddings | None:
         """Hop 1. None when the store is down or late (the plan is marked degraded)."""
@@ -473,22 +494,24 @@ class GatewayCore:
     async def record_events(
         self, events: Sequence[Event], budget: Budget | None = None, limit: int = MAX_EVENTS
     ) -> RecordedEvents:
-        """Validate every event (one bad event stores nothing), store them (one round trip per MAX_EVENTS), and
-        report which items the current model does not know (stored all the same)."""
+        """Validate every event (one bad event stores nothing), store them all or none in one round trip
+        (RateLimited, nothing stored, when a visitor is over the per-second limit), and report which items the
+        current model does not know (stored all the same: they count once a model knows them)."""
         if not events:
             raise InvalidArgument("no events to record")
         if len(events) > limit:
-            raise InvalidArgument(f"at most {limit} events per call, got {len(events)}")
+            raise InvalidArgument(f"at most {limit} events per call, got {len(events)}; nothing was stored")
         checked = []
+        received_ms = now_ms()
         for i, event in enumerate(events):
             try:
-                checked.append(validate(event))
+                checked.append(validate(event, received_ms))
             except InvalidArgument as e:
-                raise InvalidArgument(e.message if len(events) == 1 else f"events[{i}]: {e.message}") from e
+                where = "" if len(events) == 1 else f"events[{i}]: "
+                raise InvalidArgument(f"{where}{e.message}; nothing was stored") from e
         budget = budget or Budget(self.default_budget_ms)
         with budget.stage("events"):
-            for start in range(0, len(checked), MAX_EVENTS):
-                await self.clients.events.record(checked[start : start + MAX_EVENTS])
+            await self.clients.events.record(checked)
         known = await self.catalog.known([e.item_id for e in checked])
         budget.finish()
         unknown = _dedup([e.item_id for e, ok in zip(checked, known, strict=True) if not ok])

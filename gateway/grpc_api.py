@@ -61,10 +61,11 @@ def _scored(s: Scored) -> list[common_pb2.ItemScore]:
     return _item_scores(s.item_ids, s.scores)
 
 
-def _event(e: common_pb2.Event) -> Event:
+def _event(e: common_pb2.Event, where: str = "") -> Event:
     kind = EVENT_TYPES.get(e.type)
     if kind is None:
-        raise InvalidArgument(f"unknown event type {e.type}")
+        known = ", ".join(f"{common_pb2.EventType.Name(v)} ({v})" for v in EVENT_TYPES)
+        raise InvalidArgument(f"{where}unknown event type {e.type}; expected one of {known}; nothing was stored")
     return Event(e.user_id, e.item_id, kind, e.timestamp_ms, e.session_id)
 
 
@@ -207,7 +208,7 @@ class RecommendationServicer(recommendation_service_pb2_grpc.RecommendationServi
         async for req in request_iterator:
             if len(events) >= MAX_STREAM_EVENTS:
                 raise InvalidArgument(f"at most {MAX_STREAM_EVENTS} events per stream; nothing was stored")
-            events.append(_event(req.event))
+            events.append(_event(req.event, f"events[{len(events)}]: "))
         if not events:
             return pb.RecordEventsResponse(stored=0)
         budget = self.core.budget(None, context.time_remaining())

@@ -109,13 +109,20 @@ class EventIn(Request):
     item_id: ItemId = Field(description="The item. Stored even when the current model does not know it.")
     type: Literal["view", "click", "add_to_cart", "purchase"] = "view"
     timestamp_ms: int | None = Field(
-        None, ge=0, description="Milliseconds since the epoch; default now; at most a day in the future."
+        None,
+        ge=0,
+        description="Milliseconds since the epoch; default (or 0) now; from 2000-01-01 to a day in the future.",
     )
     session_id: str = Field("", max_length=256, description="Optional; may carry a recommendation_id.")
 
 
 class EventsIn(Request):
-    events: list[EventIn] = Field(min_length=1, max_length=MAX_EVENTS)
+    events: list[EventIn] = Field(
+        min_length=1,
+        max_length=MAX_EVENTS,
+        description=f"At most {MAX_EVENTS}, validated whole and stored all or none (a bad event or a visitor over "
+        "the per-second rate limit stores nothing).",
+    )
 
 
 def _event_kind(value: Any) -> str:
@@ -142,7 +149,10 @@ class RecommendOut(BaseModel):
     model_version: str = Field(description="The model version every stage used.")
     degraded: bool
     degradations: list[DegradationOut]
-    unknown_item_ids: list[str] = Field(description="Session ids not in the model's catalogue.")
+    unknown_item_ids: list[str] = Field(
+        description="Session ids (the request's or the visitor's events) not in the model's catalogue: ignored "
+        "for the query vector."
+    )
     session_items_dropped: int
     timings: dict[str, float] = Field(description="Milliseconds per stage, and total (also in Server-Timing).")
     recommendation_id: str = Field(description="Echo it as an event's session_id to attribute the event.")

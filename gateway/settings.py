@@ -4,8 +4,12 @@ Upstream addresses accept one "host:port", a comma-separated list of replicas ("
 such as "dns:///ranking:50053" (a Kubernetes headless Service); requests are spread round robin.
 """
 
-from pydantic import Field
+from typing import Annotated
 
+from pydantic import Field, field_validator
+from pydantic_settings import NoDecode
+
+from gateway.events import DEFAULT_RATE_LIMIT, DEFAULT_WEIGHTS, MAX_EVENTS, parse_weights
 from recmesh.settings import CommonSettings
 
 
@@ -28,3 +32,23 @@ class Settings(CommonSettings):
     drain_s: float = Field(
         0.0, validation_alias="DRAIN_S", description="After SIGTERM, keep serving (NOT_SERVING, /readyz 503) this long."
     )
+    event_weights: Annotated[dict[str, float], NoDecode] = Field(
+        default_factory=lambda: dict(DEFAULT_WEIGHTS),
+        validation_alias="EVENT_WEIGHTS",
+        description='Weight of each event type in the session vector, e.g. "view=1,click=1.5,add_to_cart=2,'
+        'purchase=3" (the default); types not named keep their default; weights are numbers > 0.',
+    )
+    events_per_user: int = Field(
+        MAX_EVENTS, ge=1, le=10_000, validation_alias="EVENTS_PER_USER", description="Events kept per visitor."
+    )
+    event_rate_limit: int = Field(
+        DEFAULT_RATE_LIMIT,
+        ge=0,
+        validation_alias="EVENT_RATE_LIMIT",
+        description="Events a visitor may send per second (0 = no limit); a call over it stores nothing (429).",
+    )
+
+    @field_validator("event_weights", mode="before")
+    @classmethod
+    def _weights(cls, value: object) -> dict[str, float]:
+        return parse_weights(value)  # type: ignore[arg-type]

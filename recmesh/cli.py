@@ -1,4 +1,4 @@
-"""The `recmesh` command: data, train, evaluate, publish, up.
+"""The `recmesh` command: data, train, evaluate, publish, events, up.
 
 Every command defaults to the built-in synthetic data set, so the whole thing runs with no download.
 """
@@ -88,6 +88,12 @@ def cmd_publish(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_events_export(args: argparse.Namespace) -> int:
+    from recmesh.events_export import main as export
+
+    return export(args.redis_url, args.out, args.format)
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     from recmesh.up import run
 
@@ -132,6 +138,14 @@ def build_parser() -> argparse.ArgumentParser:
     pub.add_argument("--models-dir", default="models")
     pub.add_argument("--redis-url", default="redis://localhost:6379/0")
     pub.set_defaults(func=cmd_publish)
+
+    events = sub.add_parser("events", help="visitors' recorded events")
+    events_sub = events.add_subparsers(dest="events_command", required=True)
+    export = events_sub.add_parser("export", help="write every visitor's events (oldest first) as a file `train` reads")
+    export.add_argument("--redis-url", default="redis://localhost:6379/0")
+    export.add_argument("--out", required=True, help="events.csv (session_id,user_id,item_id,timestamp,event_type)")
+    export.add_argument("--format", default=None, choices=["csv", "jsonl"], help="default: from --out's suffix, csv")
+    export.set_defaults(func=cmd_events_export)
 
     up = sub.add_parser("up", help="run Redis + the three services + the gateway locally")
     up.add_argument("--models-dir", default="models")

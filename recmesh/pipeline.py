@@ -22,13 +22,22 @@ from recmesh.rank.tables import Csr, FeatureTables
 MAX_SESSION = 50  # a session longer than this is trimmed to its most recent items
 
 
-def session_query(unit_vectors: np.ndarray, decay: float) -> np.ndarray:
+def session_query(unit_vectors: np.ndarray, decay: float, weights: np.ndarray | None = None) -> np.ndarray:
     """Recency-weighted sum of the session's unit item vectors (oldest first), L2-normalised.
 
+    ``weights`` (one per row, > 0), when given, multiply the recency weights: the gateway passes the event-type
+    weights of a visitor's history (a purchase counts more than a view). None, or all weights equal, gives the
+    same query as no weights (a common factor cancels in the normalisation); the offline pipeline passes none.
     The gateway calls this on vectors from the embedding store; the offline pipeline on the bundle's.
     """
-    weights = np.exp(-decay * np.arange(unit_vectors.shape[0], dtype=np.float32)[::-1])
-    query = (unit_vectors * weights[:, None]).sum(axis=0)
+    recency = np.exp(-decay * np.arange(unit_vectors.shape[0], dtype=np.float32)[::-1])
+    if weights is not None:
+        weights = np.asarray(weights, dtype=np.float32)
+        if weights.shape != recency.shape:
+            raise ValueError(f"{weights.size} weights for {recency.shape[0]} session vectors")
+        if weights.size and not np.all(weights == weights[0]):
+            recency = recency * weights
+    query = (unit_vectors * recency[:, None]).sum(axis=0)
     norm = float(np.linalg.norm(query))
     return (query / norm if norm > 0 else query).astype(np.float32)
 

@@ -8,25 +8,31 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class RetrieveCandidatesRequest(_message.Message):
-    __slots__ = ("query_vector", "item_ids", "k", "exclude_item_ids", "model_version")
+    __slots__ = ("query_vector", "item_ids", "k", "exclude_item_ids", "model_version", "packed")
     QUERY_VECTOR_FIELD_NUMBER: _ClassVar[int]
     ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
     EXCLUDE_ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    PACKED_FIELD_NUMBER: _ClassVar[int]
     query_vector: bytes
     item_ids: _containers.RepeatedScalarFieldContainer[str]
     k: int
     exclude_item_ids: _containers.RepeatedScalarFieldContainer[str]
     model_version: str
-    def __init__(self, query_vector: _Optional[bytes] = ..., item_ids: _Optional[_Iterable[str]] = ..., k: _Optional[int] = ..., exclude_item_ids: _Optional[_Iterable[str]] = ..., model_version: _Optional[str] = ...) -> None: ...
+    packed: bool
+    def __init__(self, query_vector: _Optional[bytes] = ..., item_ids: _Optional[_Iterable[str]] = ..., k: _Optional[int] = ..., exclude_item_ids: _Optional[_Iterable[str]] = ..., model_version: _Optional[str] = ..., packed: _Optional[bool] = ...) -> None: ...
 
 class RetrieveCandidatesResponse(_message.Message):
-    __slots__ = ("candidates", "model_version", "unknown_item_ids")
+    __slots__ = ("candidates", "model_version", "unknown_item_ids", "item_ids", "scores")
     CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     UNKNOWN_ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
+    ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
+    SCORES_FIELD_NUMBER: _ClassVar[int]
     candidates: _containers.RepeatedCompositeFieldContainer[_common_pb2.ItemScore]
     model_version: str
     unknown_item_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, candidates: _Optional[_Iterable[_Union[_common_pb2.ItemScore, _Mapping]]] = ..., model_version: _Optional[str] = ..., unknown_item_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    item_ids: _containers.RepeatedScalarFieldContainer[str]
+    scores: bytes
+    def __init__(self, candidates: _Optional[_Iterable[_Union[_common_pb2.ItemScore, _Mapping]]] = ..., model_version: _Optional[str] = ..., unknown_item_ids: _Optional[_Iterable[str]] = ..., item_ids: _Optional[_Iterable[str]] = ..., scores: _Optional[bytes] = ...) -> None: ...

@@ -13,6 +13,7 @@ from services.candidate_generation.core import CandidateGenerator
 from services.common.errors import grpc_errors
 from services.common.logs import bind_request_id
 from services.common.metrics import observe_rpc
+from services.common.vectors import pack
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,13 @@ class CandidateGenerationServicer(pb_grpc.CandidateGenerationServiceServicer):
                 "unknown": len(found.unknown_item_ids),
             },
         )
+        if request.packed:  # ids + packed float32 scores: no message per candidate
+            return pb.RetrieveCandidatesResponse(
+                item_ids=found.item_ids,
+                scores=pack(found.scores),
+                model_version=found.model_version,
+                unknown_item_ids=found.unknown_item_ids,
+            )
         return pb.RetrieveCandidatesResponse(
             candidates=[
                 common_pb2.ItemScore(item_id=item, score=score)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
+import uvloop
 
 from services.common.logs import configure_logging
 from services.common.metrics import start_metrics_server
@@ -23,4 +23,4 @@ if __name__ == "__main__":
     settings = Settings()
     configure_logging("embedding-store", settings.log_level)
     start_metrics_server(settings.metrics_port)
-    asyncio.run(main(settings))
+    uvloop.run(main(settings))

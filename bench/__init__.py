@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m bench.ann` (nearest-neighbour search at batch size 1)."""
