@@ -10,8 +10,9 @@ checks whether the held-out item is in the answer. The same users go through rec
 (pipeline system, same ``limit``), and through its steps in process to compare each user's top 10.
 
 The replay backfills whole histories in one call each, so the stack runs with EVENT_RATE_LIMIT=0 (the limit is
-for live traffic) and REDIS_TIMEOUT_MS=1000 (equality, not latency, is measured); EVENTS_PER_USER is the gateway's default (100) unless ``--events-per-user`` says otherwise:
-a history longer than what the gateway keeps is excluded only as far as it is kept.
+for live traffic) and REDIS_TIMEOUT_MS=1000 (equality, not latency, is measured). EVENTS_PER_USER is the
+gateway's default (100) unless ``--events-per-user`` says otherwise: a history longer than what the gateway keeps
+is excluded only as far as it is kept.
 """
 
 from __future__ import annotations

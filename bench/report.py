@@ -55,8 +55,8 @@ class Records:
             )
 
     def save(self, path: Path | str) -> None:
-        np.savez_compressed(
-            path,
+        arrays: dict[str, Any] = {f"stage_{k}": v for k, v in self.stages.items()}
+        arrays.update(
             name=self.name,
             start=self.start,
             intended=self.intended,
@@ -64,8 +64,8 @@ class Records:
             status=self.status,
             error=self.error,
             cpu_s=np.float64(self.cpu_s),
-            **{f"stage_{k}": v for k, v in self.stages.items()},
         )
+        np.savez_compressed(path, **arrays)
 
     def __len__(self) -> int:
         return len(self.latency_ms)

@@ -170,7 +170,7 @@ def hardware() -> dict[str, Any]:
     info = dict(line.split(":", 1) for line in lscpu.splitlines() if ":" in line)
     from importlib import metadata
 
-    versions = {}
+    versions: dict[str, str | None] = {}
     for package in ("grpcio", "protobuf", "fastapi", "uvicorn", "uvloop", "locust", "scann", "numpy", "redis"):
         try:
             versions[package] = metadata.version(package)

@@ -74,7 +74,9 @@ class Gateway:
 async def running_gateway(
     models_dir: Path, redis_url: str, ports: dict[str, int], **config: Any
 ) -> AsyncIterator[Gateway]:
-    """A gateway as ``python -m gateway`` builds it, with settings fields overridden by ``config``."""
+    """A gateway as ``python -m gateway`` builds it, with settings fields overridden by ``config``. Redis may take
+    a second here (a history read that times out would recommend without it: a busy test machine is no reason)."""
+    config = {"redis_timeout_ms": 1000, **config}
     settings = gateway_settings(models_dir, redis_url, **ports).model_copy(update=config)
     app = create_app(settings)
     async with app.router.lifespan_context(app):
@@ -406,6 +408,8 @@ async def test_exported_events_read_back_as_the_recorded_sequences_and_train_a_b
         for i in range(0, len(events), 500):
             assert (await gateway.record(*events[i : i + 500])).status_code == 200
     await redis.set("recmesh:ratelimit:events:x:1", 3)  # other keys are not events
+    await redis.set("recmesh:events:not-a-list", "x")  # nor is a key of another type under the prefix
+    await redis.rpush("recmesh:events:garbage", b"not json", b'{"no": "item"}')  # nor entries we did not write
     await redis.aclose()
 
     out = tmp_path / "events.csv"

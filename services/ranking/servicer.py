@@ -36,7 +36,7 @@ def candidates_of(request: pb.RankRequest) -> tuple[Sequence[str], Sequence[floa
             f"candidate_scores is {len(request.candidate_scores)} bytes; expected {FLOAT32_BYTES * len(ids)} "
             f"(one little-endian float32 per candidate id, {len(ids)} ids)"
         )
-    return ids, np.frombuffer(request.candidate_scores, dtype="<f4")
+    return ids, np.frombuffer(request.candidate_scores, dtype="<f4").tolist()
 
 
 class RankingServicer(pb_grpc.RankingServiceServicer):
