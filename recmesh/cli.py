@@ -117,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train word2vec + index + ranker into models/<version>/")
     _add_data_args(train)
     train.add_argument("--out", default="models", help="models directory (default: models)")
-    train.add_argument("--index", default="scann", help="ANN backend (scann, exact)")
+    train.add_argument("--index", default="scann", help="ANN backend: scann, exact, faiss_hnsw, faiss_ivf, hnswlib")
     train.add_argument("--candidates", type=int, default=200, help="candidates per request the ranker orders")
     train.add_argument("--query-decay", type=float, default=None, help="recency decay of the session vector")
     for f in fields(Word2VecParams):

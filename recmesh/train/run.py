@@ -21,8 +21,7 @@ from tqdm import tqdm
 from recmesh import bundle
 from recmesh.data.sessions import Dataset
 from recmesh.evaluate.protocol import Split, leave_one_out
-from recmesh.index import build_index
-from recmesh.index.scann_index import default_params
+from recmesh.index import build_index, default_params
 from recmesh.pipeline import Model
 from recmesh.rank.features import ItemSpace, base_features
 from recmesh.rank.model import Ranker, auc, fit_ranker
@@ -75,9 +74,9 @@ def train_bundle(dataset: Dataset, models_dir: Path, params: TrainParams | None 
     space = ItemSpace(unit(item_vectors.vectors), unit(item_vectors.context_vectors),
                       build_tables(split.train, split.n_items))
     t0 = time.perf_counter()
-    index_params = default_params(split.n_items, k=params.candidates)
-    index = build_index(params.index_backend, space.context_vectors,
-                        index_params if params.index_backend == "scann" else None)
+    # every backend sized for the candidate count the ranker orders, not a default k
+    index_params = default_params(params.index_backend, split.n_items, k=params.candidates)
+    index = build_index(params.index_backend, space.context_vectors, index_params)
     log(f"index: {index.backend} {index.params}, {time.perf_counter() - t0:.1f}s")
 
     model = Model("training", {"params": {"query_decay": params.query_decay}}, split.item_ids,
