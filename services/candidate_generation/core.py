@@ -16,8 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from recmesh.pipeline import Model
-from recmesh.registry import ModelRegistry, VersionNotAvailable
-from services.common.errors import InvalidArgument, NotFound
+from recmesh.registry import ModelRegistry
+from services.common.errors import InvalidArgument
+from services.common.models import pinned_model
 
 DEFAULT_K = 100  # k = 0 asks for this many
 MAX_K = 1000  # a larger k is capped to this
@@ -105,10 +106,7 @@ class CandidateGenerator:
         self.registry = registry
 
     async def model(self, version: str = "") -> Model:
-        try:
-            return await self.registry.get(version)
-        except VersionNotAvailable as e:
-            raise NotFound(str(e)) from e
+        return await pinned_model(self.registry, version)
 
     async def retrieve(
         self,

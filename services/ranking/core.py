@@ -16,8 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from recmesh.pipeline import Model
-from recmesh.registry import ModelRegistry, VersionNotAvailable
-from services.common.errors import InvalidArgument, NotFound
+from recmesh.registry import ModelRegistry
+from services.common.errors import InvalidArgument
+from services.common.models import pinned_model
 
 MAX_CANDIDATES = 1000  # more candidates than this is INVALID_ARGUMENT
 
@@ -92,10 +93,7 @@ class CandidateRanker:
         self.registry = registry
 
     async def model(self, version: str = "") -> Model:
-        try:
-            return await self.registry.get(version)
-        except VersionNotAvailable as e:
-            raise NotFound(str(e)) from e
+        return await pinned_model(self.registry, version)
 
     async def rank(
         self,
