@@ -41,7 +41,6 @@ log = logging.getLogger(__name__)
 # Defaults and caps; the REST schemas and the proto comments document the same numbers.
 DEFAULT_K = 10
 MAX_K = 200
-DEFAULT_CANDIDATES = 200
 MAX_CANDIDATES = 1000
 MAX_EXCLUDE = 1000
 MAX_BUDGET_MS = 10_000
@@ -56,7 +55,7 @@ _LATE = (UpstreamError, UpstreamDeadline)  # a hop that failed for reasons that 
 @dataclass(frozen=True)
 class RecommendOptions:
     skip_ranking: bool = False
-    candidate_count: int = DEFAULT_CANDIDATES
+    candidate_count: int | None = None  # None = the model version's own params.candidates
     exclude_item_ids: Sequence[str] = ()
     budget_ms: int | None = None  # None = the gateway's default
     query_vector: np.ndarray | None = None  # (dim,) float32; replaces the session's query
@@ -198,7 +197,8 @@ class GatewayCore:
     async def recommend(self, request: RecommendRequest, budget: Budget, request_id: str | None) -> Recommendation:
         options = request.options
         _check_range("k", request.k, 1, MAX_K)
-        _check_range("candidate_count", options.candidate_count, 1, MAX_CANDIDATES)
+        if options.candidate_count is not None:
+            _check_range("candidate_count", options.candidate_count, 1, MAX_CANDIDATES)
         if len(options.exclude_item_ids) > MAX_EXCLUDE:
             raise InvalidArgument(f"at most {MAX_EXCLUDE} exclude_item_ids, got {len(options.exclude_item_ids)}")
         _check_ids("session_item_ids", request.session_item_ids)
@@ -223,14 +223,15 @@ class GatewayCore:
         # Seen = the visitor's whole stored history (bought or viewed), not only the most recent MAX_SESSION.
         seen = [] if options.include_seen else [*history.item_ids, *session]
         exclude = _dedup([*seen, *options.exclude_item_ids])
-        n_candidates = max(options.candidate_count, request.k)
 
         candidates: Scored | None = None
         if query_bytes:
             plan.version = query_version
+            n_candidates = self._candidate_count(plan, options.candidate_count)
             candidates = await self._candidates(plan, exclude, n_candidates, request_id, query_vector=query_bytes)
         elif session:
             embeddings = await self._embeddings(plan, session, request_id)
+            n_candidates = self._candidate_count(plan, options.candidate_count)
             if embeddings is None:  # store down or late: candidate generation queries by item ids instead
                 candidates = await self._candidates(plan, exclude, n_candidates, request_id, item_ids=session)
             elif embeddings.item_ids:
@@ -375,6 +376,13 @@ class GatewayCore:
             plan.version = info.version
             items = await info.items()
             return items.popular(k, exclude)
+
+    def _candidate_count(self, plan: _Plan, asked: int | None) -> int:
+        """Candidates to retrieve: what the caller asked for, else what the pinned version's ranker was trained to
+        order (its manifest's params.candidates); never fewer than k."""
+        if asked is None:
+            asked = min(self._manifest(plan.version).default_candidates, MAX_CANDIDATES)
+        return max(asked, plan.request.k)
 
     def _manifest(self, version: str) -> BundleInfo:
         try:

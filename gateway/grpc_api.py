@@ -45,6 +45,13 @@ def _or_default(name: str, value: int, default: int, cap: int) -> int:
     return min(value or default, cap)
 
 
+def _candidate_count(value: int) -> int | None:
+    """0 = the model version's own count (None); values above the cap are capped, as for every count here."""
+    if value < 0:
+        raise InvalidArgument(f"candidate_count must be >= 0 (0 = the model's default), got {value}")
+    return min(value, gw.MAX_CANDIDATES) or None
+
+
 def _vector(data: bytes) -> np.ndarray | None:
     if not data:
         return None
@@ -92,7 +99,7 @@ class RecommendationServicer(recommendation_service_pb2_grpc.RecommendationServi
         rid, budget = self._begin(context, budget_ms)
         options = gw.RecommendOptions(
             skip_ranking=o.skip_ranking,
-            candidate_count=_or_default("candidate_count", o.candidate_count, gw.DEFAULT_CANDIDATES, gw.MAX_CANDIDATES),
+            candidate_count=_candidate_count(o.candidate_count),
             exclude_item_ids=list(o.exclude_item_ids),
             budget_ms=budget_ms,
             query_vector=_vector(o.query_vector),

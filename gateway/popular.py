@@ -27,6 +27,7 @@ from recmesh import bundle
 from services.common.errors import NotFound, Unavailable
 
 KEEP_VERSIONS = 3
+DEFAULT_CANDIDATES = 200  # for a bundle whose manifest does not say (params.candidates)
 LIST_EVERY_S = 2.0  # how often "the current version" looks at the models directory again
 
 
@@ -70,7 +71,7 @@ class BundleInfo:
         self.version: str = manifest["version"]
         self.dim = int(manifest["dim"])
         self.query_decay = float(manifest["params"]["query_decay"])
-        self.default_candidates = int(manifest["params"].get("candidates", 200))
+        self.default_candidates = int(manifest["params"].get("candidates", DEFAULT_CANDIDATES))
         self._items: CatalogItems | None = None
         self._lock = asyncio.Lock()
 

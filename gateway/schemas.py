@@ -12,7 +12,6 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
 from gateway.core import (
-    DEFAULT_CANDIDATES,
     DEFAULT_FIND_K,
     DEFAULT_K,
     MAX_BUDGET_MS,
@@ -23,6 +22,7 @@ from gateway.core import (
     MAX_K,
 )
 from gateway.events import EVENT_TYPES
+from gateway.popular import DEFAULT_CANDIDATES
 from recmesh.pipeline import MAX_SESSION
 
 ItemId = Annotated[str, Field(min_length=1, max_length=256)]
@@ -40,8 +40,12 @@ ModelVersion = Annotated[
 # -------------------------------------------------------------------------------------------------- requests
 class RecommendOptionsIn(Request):
     skip_ranking: bool = Field(False, description="Return candidates in retrieval order without ranking them.")
-    candidate_count: int = Field(
-        DEFAULT_CANDIDATES, ge=1, le=MAX_CANDIDATES, description="Candidates retrieved before ranking (at least k)."
+    candidate_count: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_CANDIDATES,
+        description="Candidates retrieved before ranking (at least k). Default: the count the model version's "
+        f"ranker was trained on (its manifest's params.candidates; {DEFAULT_CANDIDATES} when it does not say).",
     )
     exclude_item_ids: list[ItemId] = Field(
         default_factory=list, max_length=MAX_EXCLUDE, description="Never recommended, besides the session's items."

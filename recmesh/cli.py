@@ -151,6 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--models-dir", default="models")
     up.add_argument("--data", default=SYNTH, help="data to train the demo bundle on when none exists")
     up.add_argument("--replicas", action="append", default=[], help="e.g. ranking=3 (repeatable)")
+    up.add_argument("--cpu-limit", action="append", default=[],
+                    help="cores per replica, enforced with a cgroup quota like a pod's CPU limit, e.g. ranking=0.5 "
+                    "(repeatable; needs a writable cgroup, e.g. root)")
     up.add_argument("--http-port", type=int, default=8080)
     up.add_argument("--grpc-port", type=int, default=50050)
     up.add_argument("--redis-url", default=None, help="use this Redis instead of starting a private one")

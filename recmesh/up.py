@@ -22,6 +22,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from recmesh import bundle
+from recmesh.cpulimit import KUBERNETES_PERIOD_US, CpuLimit
 
 SERVICES = ("embedding_store", "candidate_generation", "ranking")
 REDIS_HINT = "redis-server not found: install it with `sudo apt-get install -y redis-server` (Debian/Ubuntu) " \
@@ -56,6 +57,9 @@ class Process:
     name: str
     address: str
     popen: subprocess.Popen[bytes]
+    module: str = ""
+    env: dict[str, str] = field(default_factory=dict)
+    cpu_limit: CpuLimit | None = None  # its own cgroup, as a pod's container would have
 
     def stop(self, timeout: float = 10.0) -> None:
         if self.popen.poll() is None:
@@ -75,6 +79,8 @@ class LocalStack:
     grpc_port: int = 0
     redis_url: str | None = None
     log_dir: Path | None = None
+    cpu_limits: dict[str, float] = field(default_factory=dict)  # service -> cores per replica (cgroup quota)
+    cpu_period_us: int = KUBERNETES_PERIOD_US  # the quota's accounting period
     processes: list[Process] = field(default_factory=list)
     redis: subprocess.Popen[bytes] | None = None
 
@@ -105,14 +111,37 @@ class LocalStack:
         self.redis_url = f"redis://127.0.0.1:{port}/0"
         _wait(lambda: _tcp_open(port), 10, "redis-server")
 
-    def spawn(self, name: str, module: str, env: dict[str, str], address: str) -> Process:
+    def spawn(self, name: str, module: str, env: dict[str, str], address: str, cpu_limit: float = 0) -> Process:
+        limit = None
+        if cpu_limit:
+            limit = CpuLimit.create(f"recmesh-{os.getpid()}-{name}", cpu_limit, self.cpu_period_us)
+        process = Process(name, address, self._popen(name, module, env, limit), module, env, limit)
+        self.processes.append(process)
+        return process
+
+    def _popen(self, name: str, module: str, env: dict[str, str], limit: CpuLimit | None) -> subprocess.Popen[bytes]:
         assert self.log_dir is not None
         log = (self.log_dir / f"{name}.log").open("ab")
         popen = subprocess.Popen([sys.executable, "-m", module], env={**os.environ, **env},
                                  stdout=log, stderr=subprocess.STDOUT)
-        process = Process(name, address, popen)
-        self.processes.append(process)
-        return process
+        if limit is not None:
+            limit.add(popen.pid)  # before the interpreter has started its threads: they inherit the cgroup
+        return popen
+
+    def kill(self, process: Process) -> None:
+        """SIGKILL one process, as a crashed or OOM-killed pod: no drain, connections reset."""
+        process.popen.kill()
+        process.popen.wait()
+
+    def restart(self, *processes: Process, timeout: float = 60.0) -> None:
+        """Start stopped service processes again with the same command, address and limit (what the kubelet does
+        after a crash), all at once, and wait until each serves."""
+        for process in processes:
+            if process.popen.poll() is None:
+                raise RuntimeError(f"{process.name} is still running")
+            process.popen = self._popen(process.name, process.module, process.env, process.cpu_limit)
+        for process in processes:
+            _wait(lambda p=process: grpc_serving(p.address) or self._died(p), timeout, process.name)
 
     def start(self, timeout: float = 60.0) -> LocalStack:
         from recmesh.publish import publish
@@ -127,7 +156,7 @@ class LocalStack:
             for replica in range(self.replicas.get(service, 1)):
                 address = f"127.0.0.1:{free_port()}"
                 self.spawn(f"{service}-{replica}", f"services.{service}",
-                           {**common, "PORT": address.rsplit(":", 1)[1]}, address)
+                           {**common, "PORT": address.rsplit(":", 1)[1]}, address, self.cpu_limits.get(service, 0))
                 addresses.setdefault(service, []).append(address)
         gateway_env = {
             **common,
@@ -137,7 +166,7 @@ class LocalStack:
             "CANDIDATE_GENERATION_ADDR": ",".join(addresses["candidate_generation"]),
             "RANKING_ADDR": ",".join(addresses["ranking"]),
         }
-        self.spawn("gateway", "gateway", gateway_env, self.http_url)
+        self.spawn("gateway", "gateway", gateway_env, self.http_url, self.cpu_limits.get("gateway", 0))
         try:
             for process in self.processes[:-1]:
                 _wait(lambda p=process: grpc_serving(p.address) or self._died(p), timeout, process.name)
@@ -158,6 +187,8 @@ class LocalStack:
     def stop(self) -> None:
         for process in reversed(self.processes):
             process.stop()
+            if process.cpu_limit is not None:
+                process.cpu_limit.remove()
         self.processes.clear()
         if self.redis is not None:
             self.redis.terminate()
@@ -199,6 +230,23 @@ def parse_replicas(specs: list[str]) -> dict[str, int]:
     return replicas
 
 
+def parse_cpu_limits(specs: list[str]) -> dict[str, float]:
+    """`ranking=0.5` -> {"ranking": 0.5}: cores per replica, for the three services and the gateway."""
+    limits = {}
+    for spec in specs:
+        name, _, value = spec.partition("=")
+        service = name.replace("-", "_")
+        try:
+            cores = float(value)
+        except ValueError:
+            cores = 0.0
+        if service not in (*SERVICES, "gateway") or not 0 < cores <= 1024:
+            raise ValueError(f"--cpu-limit {spec!r}: expected <service>=<cores> with service in "
+                             f"{', '.join((*SERVICES, 'gateway'))} and cores > 0, e.g. ranking=0.5")
+        limits[service] = cores
+    return limits
+
+
 def run(args: argparse.Namespace) -> int:
     models_dir = Path(args.models_dir)
     if not bundle.list_versions(models_dir):
@@ -208,7 +256,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"no bundle in {models_dir}: training a demo bundle on {args.data}", file=sys.stderr)
         train_bundle(load_dataset(args.data), models_dir)
     stack = LocalStack(models_dir.resolve(), parse_replicas(args.replicas), args.http_port, args.grpc_port,
-                       args.redis_url)
+                       args.redis_url, cpu_limits=parse_cpu_limits(args.cpu_limit))
     print("starting redis, embedding-store, candidate-generation, ranking, gateway ...", file=sys.stderr)
     stack.start()
     model = bundle.resolve(models_dir)

@@ -28,7 +28,9 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from recmesh.train.run import TrainParams, train_bundle
 
     out = tmp_path_factory.mktemp("models")
-    params = TrainParams(word2vec=Word2VecParams(epochs=10))  # a few seconds; quality is not under test here
+    # A few seconds; quality is not under test here. 150 candidates, not the default 200, so that a service
+    # which ignored the bundle's own count would be caught.
+    params = TrainParams(word2vec=Word2VecParams(epochs=10), candidates=150)
     train_bundle(generate(n_items=2000, n_users=3000, seed=1), out, params, progress=False)
     return out
 

@@ -544,6 +544,11 @@ def test_k8s_serving_deployments_have_probes_services_autoscaling_and_budgets(ov
         assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": process}
         assert 1 <= hpa["spec"]["minReplicas"] < hpa["spec"]["maxReplicas"]
         assert [m["resource"]["name"] for m in hpa["spec"]["metrics"]] == ["cpu"]
+        # Each service is one Python process computing on one event-loop thread (~1 core of useful work): the
+        # HPA's target share of the CPU request must be reachable, or the stage would never scale out.
+        (target,) = [m["resource"]["target"]["averageUtilization"] for m in hpa["spec"]["metrics"]]
+        request = cpu_cores(container["resources"]["requests"]["cpu"])
+        assert request * target / 100 <= 0.9, f"{overlay} {process}: {target}% of {request} CPU is out of reach"
         assert "replicas" not in deployment["spec"], "the HPA owns the replica count"
         assert pdbs[process]["apiVersion"] == "policy/v1"
         assert selects(pdbs[process]["spec"]["selector"], workload.labels)
@@ -554,6 +559,12 @@ def test_k8s_serving_deployments_have_probes_services_autoscaling_and_budgets(ov
     script = job.containers[0]["command"][-1]
     assert "recmesh train --out /models" in script
     assert 'recmesh publish --models-dir /models --redis-url "$REDIS_URL"' in script
+
+
+def cpu_cores(quantity: str | int | float) -> float:
+    """A Kubernetes CPU quantity ("500m", "2", 1.5) in cores."""
+    text = str(quantity)
+    return float(text[:-1]) / 1000 if text.endswith("m") else float(text)
 
 
 def test_prod_raises_replicas_and_resources_over_base() -> None:

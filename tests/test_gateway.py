@@ -142,9 +142,10 @@ def session_items(model) -> list[str]:  # type: ignore[no-untyped-def]
     return [model.item_ids[r] for r in rows[[3, 17, 5, 29, 11]]]
 
 
-def reference(model, session: list[str], k: int = 10, n: int = 200, rank: bool = True) -> list[str]:  # type: ignore[no-untyped-def]
+def reference(model, session: list[str], k: int = 10, n: int | None = None, rank: bool = True) -> list[str]:  # type: ignore[no-untyped-def]
+    """The offline pipeline's answer, with the bundle's own candidate count unless `n` is given."""
     history, _ = model.lookup(session)
-    rows, _ = model.recommend(history, k, n, rank=rank)
+    rows, _ = model.recommend(history, k, n or model.manifest["params"]["candidates"], rank=rank)
     return [model.item_ids[r] for r in rows]
 
 
@@ -215,6 +216,25 @@ async def test_skip_ranking_returns_retrieval_order(stack: Stack, model, session
     ).json()
     assert ids(body) == reference(model, session_items, k=15, rank=False)
     assert "ranking" not in body["timings"] and not body["degraded"]
+
+
+@session_loop
+async def test_candidate_count_defaults_to_the_bundles_and_a_callers_count_overrides_it(
+    stack: Stack, model, session_items  # type: ignore[no-untyped-def]
+) -> None:
+    trained = model.manifest["params"]["candidates"]
+    assert trained != 200, "the fixture bundle must not use the gateway's fallback count, or this proves nothing"
+    # Find a session whose answer depends on how many candidates are ranked, so the two counts are told apart.
+    sessions = [session_items, *([model.item_ids[i], model.item_ids[i + 1]] for i in range(0, 400, 2))]
+    session = next(s for s in sessions if reference(model, s, n=trained) != reference(model, s, n=1000))
+    default = (await stack.gateway.http.post("/v1/recommend", json={"session": session})).json()
+    asked = (
+        await stack.gateway.http.post("/v1/recommend", json={"session": session, "options": {"candidate_count": 1000}})
+    ).json()
+    assert ids(default) == reference(model, session, n=trained)
+    assert ids(asked) == reference(model, session, n=1000)
+    grpc_default = await stack.gateway.stub.Recommend(pb.RecommendRequest(session_item_ids=session, k=10), timeout=5)
+    assert [i.item_id for i in grpc_default.items] == ids(default)
 
 
 @session_loop
