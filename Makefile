@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 RUFF_EXCLUDE = --extend-exclude 'recmesh/v1/*_pb2*'
 
-.PHONY: install up test protos protos-check lint bench
+.PHONY: install up test protos protos-check lint bench bench-deploy
 
 $(VENV)/.installed: pyproject.toml
 	@command -v redis-server >/dev/null || { echo "redis-server missing: installing (Debian/Ubuntu)"; \
@@ -38,3 +38,9 @@ lint: install
 
 bench: install
 	$(PY) -m bench.serve
+
+# Replica scaling (1 vs 3 CPU-limited replicas per stage, kills under load; needs root for cgroups) and memory
+# per catalogue size: the figures of docs/deploy.md. About 25 minutes on 2 cores.
+bench-deploy: install
+	$(PY) -m bench.scaling --json docs/deploy/scaling.json
+	$(PY) -m bench.footprint --json docs/deploy/footprint.json

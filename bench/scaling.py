@@ -97,23 +97,10 @@ def slim(step: dict[str, Any]) -> dict[str, Any]:
 
 
 def measure_cost(setup: Setup, rate: float, duration: float) -> dict[str, Any]:
-    import redis
-
     print(f"[cost] 1 replica each, no limits, {rate:g}/s for {duration:g}s", file=sys.stderr)
     with setup.stack("cost", {}, {}) as stack:
-        published = int(redis.Redis.from_url(stack.redis_url).info("memory")["used_memory"])
         setup.warm(stack, rate)
-        step = setup.load(stack, rate, duration)
-        rss = {p.name: rss_bytes(p.popen.pid) for p in stack.processes}
-    return {**slim(step), "rss_bytes": rss, "redis_used_memory_after_publish_bytes": published}
-
-
-def rss_bytes(pid: int) -> int:
-    """Resident memory of a live process (VmRSS), bytes."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
+        return slim(setup.load(stack, rate, duration))
 
 
 def sweep(
@@ -210,20 +197,7 @@ def failover(setup: Setup, rate: float, duration: float) -> dict[str, Any]:
     series["degraded_t"] = [round(t - origin, 2) for t, _ in degraded.samples[1:]]
     series["degraded"] = [b - a for (_, a), (_, b) in zip(degraded.samples, degraded.samples[1:], strict=False)]
     marks = [{"t": round(t - origin, 2), "event": what} for t, what in events]
-    phases = {}
-    times = [t - origin for t, _ in events]  # kill, kill, restart begins, both serving again
-    bounds = [0.0, times[0], times[1], times[3], math.inf] if len(times) == 4 else [0.0, math.inf]
-    for name, lo, hi in zip(("3+3 replicas", "ranking 2 of 3", "ranking 2, candidates 2 of 3", "restarted"),
-                            bounds, bounds[1:], strict=False):
-        t = records.start - origin
-        mask = (t >= lo) & (t < hi)
-        lat = records.latency_ms[mask & records.ok]
-        phases[name] = {
-            "requests": int(mask.sum()),
-            "errors": int((mask & ~records.ok).sum()),
-            "p50_ms": round(float(_percentile(lat, 50)), 2),
-            "p99_ms": round(float(_percentile(lat, 99)), 2),
-        }
+    phases = phase_stats(records, origin, [t - origin for t, _ in events])
     return {
         "rate": rate,
         "duration_s": duration,
@@ -236,6 +210,26 @@ def failover(setup: Setup, rate: float, duration: float) -> dict[str, Any]:
         "events": marks,
         "series": series,
     }
+
+
+def phase_stats(records: Any, origin: float, times: list[float]) -> dict[str, dict[str, Any]]:
+    """Requests, errors and latency between the failover's events (seconds since `origin`: kill, kill, restart
+    begins, both serving again)."""
+    names = ("3+3 replicas", "ranking 2 of 3", "ranking 2, candidates 2 of 3", "restarting", "restarted")
+    bounds = [0.0, *times, math.inf] if len(times) == 4 else [0.0, math.inf]
+    t = records.start - origin
+    out = {}
+    for name, lo, hi in zip(names, bounds, bounds[1:], strict=False):
+        mask = (t >= lo) & (t < hi)
+        lat = records.latency_ms[mask & records.ok]
+        out[name] = {
+            "from_s": round(lo, 2),
+            "requests": int(mask.sum()),
+            "errors": int((mask & ~records.ok).sum()),
+            "p50_ms": round(_percentile(lat, 50), 2),
+            "p99_ms": round(_percentile(lat, 99), 2),
+        }
+    return out
 
 
 def _percentile(values: Any, p: float) -> float:
@@ -281,6 +275,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     report = {
         "name": "recmesh replica scaling",
+        "sizing": sizing(unconstrained[0], cost),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": "python -m bench.scaling " + " ".join(sys.argv[1:]),
         "catalogue_items": len(known) - ("" in known),
@@ -301,6 +296,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     plot_failover(report, out.with_name(out.stem + "-failover.png"))
     print(f"wrote {out} and its PNGs", file=sys.stderr)
     return report
+
+
+def sizing(one_replica: dict[str, Any], cost: dict[str, Any]) -> dict[str, Any]:
+    """Pods per service for 1k/10k/100k QPS (bench/sizing.py) from the CPU per request of the unconstrained
+    single-replica stack at its knee, the busiest load it served in full (else the cost run)."""
+    from bench.sizing import replicas_for
+
+    served = [s for s in one_replica["steps"] if s["meets"]]
+    basis = max(served, key=lambda s: s["offered_rps"]) if served else cost
+    return {"basis_offered_rps": basis["offered_rps"], **replicas_for(basis["cpu_seconds_per_request"])}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -39,7 +39,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
     clients = Clients.open(settings)
     app = create_app(settings, clients=clients)
     grpc_server, grpc_port, health = await create_grpc_server(
-        app.state.core, f"[::]:{settings.grpc_port}", settings.max_message_mb
+        app.state.core, f"[::]:{settings.grpc_port}", settings.max_message_mb, settings.max_connection_age_s
     )
     config = uvicorn.Config(
         app,

@@ -225,7 +225,7 @@ class RecommendationServicer(recommendation_service_pb2_grpc.RecommendationServi
 
 
 async def create_grpc_server(
-    core: gw.GatewayCore, address: str, max_message_mb: int = 4
+    core: gw.GatewayCore, address: str, max_message_mb: int = 4, max_connection_age_s: float = 30.0
 ) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
     """The gateway's gRPC server (RecommendationService + health + reflection), bound and started."""
 
@@ -234,4 +234,4 @@ async def create_grpc_server(
             RecommendationServicer(core), server
         )
 
-    return await create_server(address, register, [SERVICE_NAME], max_message_mb)
+    return await create_server(address, register, [SERVICE_NAME], max_message_mb, max_connection_age_s)

@@ -27,3 +27,10 @@ class CommonSettings(BaseSettings):
     )
     log_level: str = Field("INFO", validation_alias="LOG_LEVEL", description="Python logging level.")
     max_message_mb: int = Field(4, validation_alias="MAX_MESSAGE_MB", description="gRPC message size cap.")
+    max_connection_age_s: float = Field(
+        30.0,
+        ge=0,
+        validation_alias="MAX_CONNECTION_AGE_S",
+        description="A gRPC server closes each client connection after this long (calls in flight get 5 s more), "
+        "so clients re-resolve DNS and spread over replicas added since; 0 = never.",
+    )

@@ -10,6 +10,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from grpc.experimental.aio import init_grpc_aio
+
+# grpc.aio starts its poller thread with the first aio object and shuts it down (joining the thread) when the
+# last one is freed. The tests create and drop servers and channels all session long, and that shutdown can
+# deadlock (grpc/grpc#22365, #40989): seen here as a rare hang inside a test or after the last one. One reference
+# taken on the main thread for the whole session keeps aio up, so it is never shut down mid-session.
+init_grpc_aio()
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
 

@@ -72,7 +72,7 @@ class FakeEvents(recommendation_service_pb2_grpc.RecommendationServiceServicer):
 
 @contextlib.asynccontextmanager
 async def running_store(
-    store: FakeStore | None = None,
+    store: FakeStore | None = None, max_connection_age_s: float = 30.0
 ) -> AsyncIterator[tuple[int, FakeStore, object, object]]:
     store = store or FakeStore()
 
@@ -80,7 +80,9 @@ async def running_store(
         embedding_store_service_pb2_grpc.add_EmbeddingStoreServiceServicer_to_server(store, srv)
         recommendation_service_pb2_grpc.add_RecommendationServiceServicer_to_server(FakeEvents(), srv)
 
-    srv, port, health = await server.create_server("127.0.0.1:0", register, [STORE, GATEWAY])
+    srv, port, health = await server.create_server(
+        "127.0.0.1:0", register, [STORE, GATEWAY], max_connection_age_s=max_connection_age_s
+    )
     try:
         yield port, store, srv, health
     finally:
@@ -213,6 +215,34 @@ async def test_make_channel_spreads_calls_across_replicas():
                 break
         await channel.close()
     assert s1.calls > 0 and s2.calls > 0
+
+
+class PeerStore(FakeStore):
+    """Remembers the client address (and so the connection) of every call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.peers: list[str] = []
+
+    async def GetEmbeddings(self, request, context):
+        self.peers.append(context.peer())
+        return await super().GetEmbeddings(request, context)
+
+
+@session_loop
+async def test_connections_end_at_their_maximum_age_and_clients_reconnect():
+    """What lets the gateway find replicas added after it connected: each connection ends after its maximum age
+    and the client opens a new one (re-resolving the name) without a failed call."""
+    store = PeerStore()
+    async with (
+        running_store(store, max_connection_age_s=0.3) as (port, *_),
+        server.make_channel(f"127.0.0.1:{port}") as channel,
+    ):
+        stub = embedding_store_service_pb2_grpc.EmbeddingStoreServiceStub(channel)
+        for _ in range(20):  # 2 s of calls: several connection lifetimes
+            assert (await stub.GetEmbeddings(request("a"), timeout=5)).item_ids == ["a"]
+            await asyncio.sleep(0.1)
+    assert len(set(store.peers)) >= 2, store.peers
 
 
 @session_loop

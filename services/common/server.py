@@ -48,6 +48,8 @@ SERVICE_CONFIG: dict[str, Any] = {
     ],
 }
 
+CONNECTION_AGE_GRACE_MS = 5000  # calls still running when a connection reaches its maximum age
+
 # Target schemes gRPC resolves itself; such targets are passed through untouched.
 _URI_SCHEMES = ("dns:", "ipv4:", "ipv6:", "unix:", "unix-abstract:", "vsock:", "xds:")
 
@@ -125,19 +127,33 @@ def make_channel(target: str, max_message_mb: int = 4) -> grpc.aio.Channel:
     return grpc.aio.insecure_channel(resolve_target(target), options=channel_options(max_message_mb))
 
 
+def server_options(max_message_mb: int = 4, max_connection_age_s: float = 30.0) -> list[tuple[str, Any]]:
+    """Message size limits and a maximum connection age. gRPC clients re-resolve a name only when a connection
+    breaks; ending every connection after ``max_connection_age_s`` (GOAWAY, calls in flight get a grace) makes
+    the gateway's round_robin pick up replicas an autoscaler added since (0 = never)."""
+    options = _message_options(max_message_mb)
+    if max_connection_age_s > 0:
+        options += [
+            ("grpc.max_connection_age_ms", int(max_connection_age_s * 1000)),
+            ("grpc.max_connection_age_grace_ms", CONNECTION_AGE_GRACE_MS),
+        ]
+    return options
+
+
 async def create_server(
     address: str,
     register: Callable[[grpc.aio.Server], None],
     service_names: Sequence[str],
     max_message_mb: int = 4,
+    max_connection_age_s: float = 30.0,
 ) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
     """Build, bind and start an asyncio gRPC server.
 
     ``register(server)`` adds the servicers; the library's health servicer (SERVING for "" and every name in
     ``service_names``) and reflection (those names + health + reflection) are added here. ``address`` may use
-    port 0; the bound port is returned.
+    port 0; the bound port is returned. See :func:`server_options` for ``max_connection_age_s``.
     """
-    server = grpc.aio.server(options=_message_options(max_message_mb))
+    server = grpc.aio.server(options=server_options(max_message_mb, max_connection_age_s))
     register(server)
     health_servicer = health.aio.HealthServicer()
     health_grpc.add_HealthServicer_to_server(health_servicer, server)

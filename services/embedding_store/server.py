@@ -45,7 +45,11 @@ async def create_server(
         pb_grpc.add_EmbeddingStoreServiceServicer_to_server(EmbeddingStoreServicer(store), server)
 
     server, port, health = await common_server.create_server(
-        address or f"[::]:{settings.port}", register, [SERVICE_NAME], settings.max_message_mb
+        address or f"[::]:{settings.port}",
+        register,
+        [SERVICE_NAME],
+        settings.max_message_mb,
+        settings.max_connection_age_s,
     )
     common_server.run_while_serving(server, cleanup=store.aclose)
     return server, port, health, store

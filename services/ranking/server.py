@@ -30,7 +30,11 @@ async def create_server(
         pb_grpc.add_RankingServiceServicer_to_server(servicer, server)
 
     server, port, health = await common_server.create_server(
-        address or f"[::]:{settings.port}", register, [SERVICE_NAME], settings.max_message_mb
+        address or f"[::]:{settings.port}",
+        register,
+        [SERVICE_NAME],
+        settings.max_message_mb,
+        settings.max_connection_age_s,
     )
     common_server.run_while_serving(server, registry.watch())
     return server, port, health, ranker
