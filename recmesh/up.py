@@ -249,14 +249,15 @@ def parse_cpu_limits(specs: list[str]) -> dict[str, float]:
 
 def run(args: argparse.Namespace) -> int:
     models_dir = Path(args.models_dir)
+    replicas, cpu_limits = parse_replicas(args.replicas), parse_cpu_limits(args.cpu_limit)  # before any work
     if not bundle.list_versions(models_dir):
         from recmesh.cli import load_dataset
         from recmesh.train.run import train_bundle
 
         print(f"no bundle in {models_dir}: training a demo bundle on {args.data}", file=sys.stderr)
         train_bundle(load_dataset(args.data), models_dir)
-    stack = LocalStack(models_dir.resolve(), parse_replicas(args.replicas), args.http_port, args.grpc_port,
-                       args.redis_url, cpu_limits=parse_cpu_limits(args.cpu_limit))
+    stack = LocalStack(models_dir.resolve(), replicas, args.http_port, args.grpc_port, args.redis_url,
+                       cpu_limits=cpu_limits)
     print("starting redis, embedding-store, candidate-generation, ranking, gateway ...", file=sys.stderr)
     stack.start()
     model = bundle.resolve(models_dir)

@@ -35,3 +35,11 @@ def test_a_limited_process_gets_no_more_than_its_quota():
     assert cpu < 0.2 * wall * 1.5 + 0.1, f"{cpu:.2f} CPU s in {wall:.2f} s under a 0.2-core limit"
     limit.remove()
     assert not limit.path.exists()
+
+
+def test_recmesh_up_rejects_a_bad_limit_before_training_anything(tmp_path, capsys):
+    from recmesh.cli import main
+
+    assert main(["up", "--models-dir", str(tmp_path / "models"), "--cpu-limit", "ranking=zero"]) != 0
+    assert "--cpu-limit 'ranking=zero'" in capsys.readouterr().err
+    assert not (tmp_path / "models").exists()  # no demo bundle was trained first
