@@ -208,7 +208,12 @@ def _on_request(
         status = str(getattr(response, "status_code", 0) or 0)
         headers = getattr(response, "headers", None)
         timing = (headers.get("server-timing") or "") if headers else ""
-    error = "" if exception is None else f"{type(exception).__name__}: {exception}"[:200]
+    if exception is None:
+        error = ""
+    elif request_type != "grpc" and status != "0":
+        error = f"{name}: HTTP {status}"  # one key per kind and status (the URL would make one per item id)
+    else:
+        error = f"{name}: {type(exception).__name__}: {exception}"[:200]
     end = time.monotonic()
     RECORDER.add(name, end - response_time / 1000, context["intended"], response_time, status, error, timing)
 
