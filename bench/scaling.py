@@ -4,8 +4,8 @@
 
 One machine has two cores, so three unconstrained replicas only share the same two cores. To act out pods of a
 fixed size, every replica of the scaled stage gets its own CPU limit, enforced like a kubelet enforces
-`resources.limits.cpu` (a CFS quota on the process' cgroup, 100 ms period; see recmesh/cpulimit.py), small enough
-that three of them still fit beside everything else. Four parts, one run, one machine:
+`resources.limits.cpu` (a CFS quota on the process' cgroup, see recmesh/cpulimit.py; with a 10 ms period, see
+--period-ms), small enough that three of them still fit beside everything else. Four parts, one run, one machine:
 
 1. cost: the stack unconstrained at a moderate rate; CPU seconds per request of every process (the sizing
    guide's input) and the per-replica limit: `--replica-rps` x the stage's CPU per request.

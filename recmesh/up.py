@@ -121,9 +121,9 @@ class LocalStack:
 
     def _popen(self, name: str, module: str, env: dict[str, str], limit: CpuLimit | None) -> subprocess.Popen[bytes]:
         assert self.log_dir is not None
-        log = (self.log_dir / f"{name}.log").open("ab")
-        popen = subprocess.Popen([sys.executable, "-m", module], env={**os.environ, **env},
-                                 stdout=log, stderr=subprocess.STDOUT)
+        with (self.log_dir / f"{name}.log").open("ab") as log:  # the child keeps its own descriptor
+            popen = subprocess.Popen([sys.executable, "-m", module], env={**os.environ, **env},
+                                     stdout=log, stderr=subprocess.STDOUT)
         if limit is not None:
             limit.add(popen.pid)  # before the interpreter has started its threads: they inherit the cgroup
         return popen
@@ -144,6 +144,15 @@ class LocalStack:
             _wait(lambda p=process: grpc_serving(p.address) or self._died(p), timeout, process.name)
 
     def start(self, timeout: float = 60.0) -> LocalStack:
+        """Redis, publish, the services, the gateway; all healthy within `timeout` s, or everything stopped."""
+        try:
+            self._start(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start(self, timeout: float) -> None:
         from recmesh.publish import publish
 
         self.start_redis()
@@ -167,14 +176,9 @@ class LocalStack:
             "RANKING_ADDR": ",".join(addresses["ranking"]),
         }
         self.spawn("gateway", "gateway", gateway_env, self.http_url, self.cpu_limits.get("gateway", 0))
-        try:
-            for process in self.processes[:-1]:
-                _wait(lambda p=process: grpc_serving(p.address) or self._died(p), timeout, process.name)
-            _wait(lambda: http_ok(self.http_url + "/readyz") or self._died(self.processes[-1]), timeout, "gateway")
-        except Exception:
-            self.stop()
-            raise
-        return self
+        for process in self.processes[:-1]:
+            _wait(lambda p=process: grpc_serving(p.address) or self._died(p), timeout, process.name)
+        _wait(lambda: http_ok(self.http_url + "/readyz") or self._died(self.processes[-1]), timeout, "gateway")
 
     def _died(self, process: Process) -> bool:
         if process.popen.poll() is not None:
