@@ -54,8 +54,11 @@ def measure(items: int, cache: Path, epochs: int, load_s: float) -> dict[str, An
         run_locust("rest", stack.http_url, 100, load_s, sessions, run_dir / "load.npz", None)
         rss = {p.name.removesuffix("-0"): rss_bytes(p.popen.pid) for p in stack.processes}
     files = {f.name: f.stat().st_size for f in path.rglob("*") if f.is_file()}
-    print(f"  {len(known):,} items: redis +{(published - empty) / 2**20:.1f} MiB, "
-          + ", ".join(f"{n} {b / 2**20:.0f} MiB" for n, b in rss.items()), file=sys.stderr)
+    print(
+        f"  {len(known):,} items: redis +{(published - empty) / 2**20:.1f} MiB, "
+        + ", ".join(f"{n} {b / 2**20:.0f} MiB" for n, b in rss.items()),
+        file=sys.stderr,
+    )
     return {
         "catalogue_items": len(known),
         "bundle_bytes": sum(files.values()),

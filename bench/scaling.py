@@ -65,8 +65,9 @@ class Setup:
 
         logs = self.run_dir / "logs" / name
         logs.mkdir(parents=True, exist_ok=True)
-        return LocalStack(self.models_dir, replicas=replicas, log_dir=logs, cpu_limits=limits,
-                          cpu_period_us=self.period_us)
+        return LocalStack(
+            self.models_dir, replicas=replicas, log_dir=logs, cpu_limits=limits, cpu_period_us=self.period_us
+        )
 
     def warm(self, stack: Any, rate: float, seconds: float = 5) -> None:
         """Load a fresh stack for a few seconds first (connections, caches, lazy initialisation)."""
@@ -118,16 +119,17 @@ def sweep(
             entry = slim(step)
             after = {p.name: p.cpu_limit.throttled() for p in stack.processes if p.cpu_limit}
             entry["throttled_share"] = {
-                n: round((after[n]["throttled_periods"] - before[n]["throttled_periods"])
-                         / max(1, after[n]["periods"] - before[n]["periods"]), 3)
+                n: round(
+                    (after[n]["throttled_periods"] - before[n]["throttled_periods"])
+                    / max(1, after[n]["periods"] - before[n]["periods"]),
+                    3,
+                )
                 for n in after
             }
             steps.append(entry)
             if len(steps) >= 2 and not steps[-1]["meets"] and not steps[-2]["meets"]:
                 break  # past the knee: higher steps only queue
-    replica_cpu = [
-        {n: v for n, v in s["cpu_cores_busy"].items() if n.startswith(stage)} for s in steps
-    ]
+    replica_cpu = [{n: v for n, v in s["cpu_cores_busy"].items() if n.startswith(stage)} for s in steps]
     full = [s["rps"] * (1 - s["degraded"] / max(1.0, s["rps"] * duration)) for s in steps]
     return {
         "stage": stage,
@@ -313,16 +315,30 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--items", type=int, default=100_000, help="catalogue size of the bench bundle")
     ap.add_argument("--json", default="runs/bench/scaling.json", help="the report; PNGs are written next to it")
     ap.add_argument("--duration", type=float, default=20, help="seconds per load step")
-    ap.add_argument("--replica-rps", type=float, default=100,
-                    help="the capacity one limited replica is sized for (its CPU limit follows from the cost run)")
+    ap.add_argument(
+        "--replica-rps",
+        type=float,
+        default=100,
+        help="the capacity one limited replica is sized for (its CPU limit follows from the cost run)",
+    )
     ap.add_argument("--cost-rate", type=float, default=200, help="offered load of the cost run")
-    ap.add_argument("--unconstrained-steps", type=lambda v: [float(x) for x in v.split(",")],
-                    default=[300, 400, 500, 600], help="offered loads of the unconstrained 1 vs 3 ranking sweep")
-    ap.add_argument("--failover-rate", type=float, default=300,
-                    help="offered load of the kill/restart run (no CPU limits; below this machine's knee)")
+    ap.add_argument(
+        "--unconstrained-steps",
+        type=lambda v: [float(x) for x in v.split(",")],
+        default=[300, 400, 500, 600],
+        help="offered loads of the unconstrained 1 vs 3 ranking sweep",
+    )
+    ap.add_argument(
+        "--failover-rate",
+        type=float,
+        default=300,
+        help="offered load of the kill/restart run (no CPU limits; below this machine's knee)",
+    )
     ap.add_argument("--failover-duration", type=float, default=60, help="seconds of the kill/restart run")
     ap.add_argument(
-        "--period-ms", type=float, default=10,
+        "--period-ms",
+        type=float,
+        default=10,
         help="CFS period of the limits. A scaled-down replica (a tenth of a core) under the kubelet's 100 ms would "
         "run ~10 ms and then freeze ~90 ms, a pause a full-size pod at the same utilisation never sees; 10 ms "
         "keeps the pauses at the scale of one request",

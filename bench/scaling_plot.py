@@ -33,8 +33,9 @@ def plot_scaling(report: dict[str, Any], path: Path) -> None:
     ax.set_xticks(x, labels, fontsize=8)
     ax.set_ylabel("requests/s")
     hw = report["hardware"]
-    ax.set_title(f"Replica scaling on one machine ({hw['cpus']} CPUs, {hw['cpu']}), load generator included",
-                 fontsize=9)
+    ax.set_title(
+        f"Replica scaling on one machine ({hw['cpus']} CPUs, {hw['cpu']}), load generator included", fontsize=9
+    )
     ax.legend(fontsize=8)
     ax.grid(True, axis="y", alpha=0.3)
     fig.tight_layout()
@@ -65,11 +66,21 @@ def plot_failover(report: dict[str, Any], path: Path) -> None:
         for mark in fail["events"]:
             ax.axvline(mark["t"], color="grey", linewidth=0.8)
     for mark in fail["events"]:
-        ax_l.text(mark["t"] + 0.3, 0.97, mark["event"], transform=ax_l.get_xaxis_transform(), fontsize=7,
-                  va="top", rotation=90, color="grey")
+        ax_l.text(
+            mark["t"] + 0.3,
+            0.97,
+            mark["event"],
+            transform=ax_l.get_xaxis_transform(),
+            fontsize=7,
+            va="top",
+            rotation=90,
+            color="grey",
+        )
     ax_l.set_title(
         f"Replicas killed under {fail['rate']:g} req/s: {fail['errors']} errors, {fail['degraded']} degraded answers "
-        f"of {fail['requests']:,} requests", fontsize=9)
+        f"of {fail['requests']:,} requests",
+        fontsize=9,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -39,8 +39,11 @@ def manifest_sizing(root: Path = ROOT) -> dict[str, dict[str, float]]:
     }
     out = {}
     for service in SERVICES:
-        (hpa,) = [d for d in yaml.safe_load_all((root / f"k8s/base/{service}.yaml").read_text())
-                  if d and d["kind"] == "HorizontalPodAutoscaler"]
+        (hpa,) = [
+            d
+            for d in yaml.safe_load_all((root / f"k8s/base/{service}.yaml").read_text())
+            if d and d["kind"] == "HorizontalPodAutoscaler"
+        ]
         (metric,) = hpa["spec"]["metrics"]
         out[service] = {
             "cpu_request_cores": requests[service],
@@ -51,8 +54,9 @@ def manifest_sizing(root: Path = ROOT) -> dict[str, dict[str, float]]:
     return out
 
 
-def replicas_for(cpu_per_request: dict[str, float], loads: tuple[int, ...] = (1_000, 10_000, 100_000),
-                 root: Path = ROOT) -> dict[str, Any]:
+def replicas_for(
+    cpu_per_request: dict[str, float], loads: tuple[int, ...] = (1_000, 10_000, 100_000), root: Path = ROOT
+) -> dict[str, Any]:
     """`cpu_per_request`: CPU seconds per request of each process as bench.serve names them (gateway,
     embedding_store-0, ..., redis)."""
     plan: dict[str, Any] = {}
@@ -72,7 +76,6 @@ def replicas_for(cpu_per_request: dict[str, float], loads: tuple[int, ...] = (1_
         "instances": {str(q): max(1, math.ceil(q * redis_cpu / REDIS_CORE_TARGET)) for q in loads},
     }
     plan["total_cores_requested"] = {
-        str(q): round(sum(plan[s]["pods"][str(q)] * plan[s]["cpu_request_cores"] for s in SERVICES), 1)
-        for q in loads
+        str(q): round(sum(plan[s]["pods"][str(q)] * plan[s]["cpu_request_cores"] for s in SERVICES), 1) for q in loads
     }
     return plan

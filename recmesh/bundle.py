@@ -39,8 +39,7 @@ def seal(directory: Path, manifest: dict[str, Any]) -> Path:
     partial by definition. Writing happens in a temporary directory renamed into place, so readers never see a
     half-written bundle."""
     files = sorted(p for p in directory.rglob("*") if p.is_file() and p.name != MANIFEST)
-    manifest = {**manifest, "format": FORMAT,
-                "files": {str(p.relative_to(directory)): sha256_of(p) for p in files}}
+    manifest = {**manifest, "format": FORMAT, "files": {str(p.relative_to(directory)): sha256_of(p) for p in files}}
     tmp = directory / (MANIFEST + ".tmp")
     tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True))
     os.replace(tmp, directory / MANIFEST)

@@ -22,8 +22,11 @@ def load_dataset(spec: str, fmt: str = "auto", delimiter: str | None = None, min
         from recmesh.data.synth import generate
 
         options = dict(kv.split("=", 1) for kv in spec.partition(":")[2].split(",") if kv)
-        kwargs = {"n_items": int(options.pop("items", 5000)), "n_users": int(options.pop("users", 20000)),
-                  "seed": int(options.pop("seed", 0))}
+        kwargs = {
+            "n_items": int(options.pop("items", 5000)),
+            "n_users": int(options.pop("users", 20000)),
+            "seed": int(options.pop("seed", 0)),
+        }
         if options:
             raise SystemExit(f"unknown synth options: {', '.join(options)} (use items, users, seed)")
         dataset = generate(**kwargs, progress=True)
@@ -59,10 +62,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     from recmesh.train.run import TrainParams, train_bundle
 
     dataset = load_dataset(args.data, args.format, args.delimiter, args.min_length)
-    w2v = Word2VecParams(**{f.name: getattr(args, f.name) for f in fields(Word2VecParams)
-                            if getattr(args, f.name, None) is not None})
-    params = TrainParams(word2vec=w2v, index_backend=args.index, candidates=args.candidates,
-                         query_decay=args.query_decay if args.query_decay is not None else TrainParams.query_decay)
+    w2v = Word2VecParams(
+        **{f.name: getattr(args, f.name) for f in fields(Word2VecParams) if getattr(args, f.name, None) is not None}
+    )
+    params = TrainParams(
+        word2vec=w2v,
+        index_backend=args.index,
+        candidates=args.candidates,
+        query_decay=args.query_decay if args.query_decay is not None else TrainParams.query_decay,
+    )
     print(train_bundle(dataset, Path(args.out), params, progress=True))
     return 0
 
@@ -121,8 +129,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--candidates", type=int, default=200, help="candidates per request the ranker orders")
     train.add_argument("--query-decay", type=float, default=None, help="recency decay of the session vector")
     for f in fields(Word2VecParams):
-        train.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=type(f.default), default=None,
-                           help=f"word2vec {f.name} (default {f.default})")
+        train.add_argument(
+            f"--{f.name.replace('_', '-')}",
+            dest=f.name,
+            type=type(f.default),
+            default=None,
+            help=f"word2vec {f.name} (default {f.default})",
+        )
     train.set_defaults(func=cmd_train)
 
     ev = sub.add_parser("evaluate", help="leave-one-out full-ranking evaluation of a bundle")
@@ -151,9 +164,13 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--models-dir", default="models")
     up.add_argument("--data", default=SYNTH, help="data to train the demo bundle on when none exists")
     up.add_argument("--replicas", action="append", default=[], help="e.g. ranking=3 (repeatable)")
-    up.add_argument("--cpu-limit", action="append", default=[],
-                    help="cores per replica, enforced with a cgroup quota like a pod's CPU limit, e.g. ranking=0.5 "
-                    "(repeatable; needs a writable cgroup, e.g. root)")
+    up.add_argument(
+        "--cpu-limit",
+        action="append",
+        default=[],
+        help="cores per replica, enforced with a cgroup quota like a pod's CPU limit, e.g. ranking=0.5 "
+        "(repeatable; needs a writable cgroup, e.g. root)",
+    )
     up.add_argument("--http-port", type=int, default=8080)
     up.add_argument("--grpc-port", type=int, default=50050)
     up.add_argument("--redis-url", default=None, help="use this Redis instead of starting a private one")

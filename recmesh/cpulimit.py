@@ -71,8 +71,11 @@ class CpuLimit:
         """The kernel's counters: periods run, periods throttled, time throttled (µs)."""
         stat = dict(line.split() for line in (self.path / "cpu.stat").read_text().splitlines() if line.strip())
         throttled_us = int(stat.get("throttled_usec", int(stat.get("throttled_time", 0)) // 1000))
-        return {"periods": int(stat.get("nr_periods", 0)), "throttled_periods": int(stat.get("nr_throttled", 0)),
-                "throttled_us": throttled_us}
+        return {
+            "periods": int(stat.get("nr_periods", 0)),
+            "throttled_periods": int(stat.get("nr_throttled", 0)),
+            "throttled_us": throttled_us,
+        }
 
     def remove(self) -> None:
         """Delete the cgroup (its processes must have exited); a cgroup still in use is left in place."""

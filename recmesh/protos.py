@@ -86,9 +86,7 @@ def check(repo_root: Path = REPO_ROOT) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m recmesh.protos", description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--check", action="store_true", help="do not write; exit 1 if committed stubs are out of date"
-    )
+    parser.add_argument("--check", action="store_true", help="do not write; exit 1 if committed stubs are out of date")
     args = parser.parse_args(argv)
     if args.check:
         problems = check()

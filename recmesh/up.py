@@ -25,8 +25,10 @@ from recmesh import bundle
 from recmesh.cpulimit import KUBERNETES_PERIOD_US, CpuLimit
 
 SERVICES = ("embedding_store", "candidate_generation", "ranking")
-REDIS_HINT = "redis-server not found: install it with `sudo apt-get install -y redis-server` (Debian/Ubuntu) " \
-             "or `brew install redis` (macOS), or pass --redis-url to use a running Redis"
+REDIS_HINT = (
+    "redis-server not found: install it with `sudo apt-get install -y redis-server` (Debian/Ubuntu) "
+    "or `brew install redis` (macOS), or pass --redis-url to use a running Redis"
+)
 
 
 def free_port() -> int:
@@ -106,7 +108,9 @@ class LocalStack:
         port = free_port()
         self.redis = subprocess.Popen(
             [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=self.log_dir,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            cwd=self.log_dir,
         )
         self.redis_url = f"redis://127.0.0.1:{port}/0"
         _wait(lambda: _tcp_open(port), 10, "redis-server")
@@ -122,8 +126,9 @@ class LocalStack:
     def _popen(self, name: str, module: str, env: dict[str, str], limit: CpuLimit | None) -> subprocess.Popen[bytes]:
         assert self.log_dir is not None
         with (self.log_dir / f"{name}.log").open("ab") as log:  # the child keeps its own descriptor
-            popen = subprocess.Popen([sys.executable, "-m", module], env={**os.environ, **env},
-                                     stdout=log, stderr=subprocess.STDOUT)
+            popen = subprocess.Popen(
+                [sys.executable, "-m", module], env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT
+            )
         if limit is not None:
             limit.add(popen.pid)  # before the interpreter has started its threads: they inherit the cgroup
         return popen
@@ -158,14 +163,23 @@ class LocalStack:
         self.start_redis()
         assert self.redis_url is not None
         publish(bundle.resolve(self.models_dir), self.redis_url, progress=False)
-        common = {"RECMESH_MODELS_DIR": str(self.models_dir), "REDIS_URL": self.redis_url, "METRICS_PORT": "0",
-                  "PYTHONUNBUFFERED": "1"}
+        common = {
+            "RECMESH_MODELS_DIR": str(self.models_dir),
+            "REDIS_URL": self.redis_url,
+            "METRICS_PORT": "0",
+            "PYTHONUNBUFFERED": "1",
+        }
         addresses: dict[str, list[str]] = {}
         for service in SERVICES:
             for replica in range(self.replicas.get(service, 1)):
                 address = f"127.0.0.1:{free_port()}"
-                self.spawn(f"{service}-{replica}", f"services.{service}",
-                           {**common, "PORT": address.rsplit(":", 1)[1]}, address, self.cpu_limits.get(service, 0))
+                self.spawn(
+                    f"{service}-{replica}",
+                    f"services.{service}",
+                    {**common, "PORT": address.rsplit(":", 1)[1]},
+                    address,
+                    self.cpu_limits.get(service, 0),
+                )
                 addresses.setdefault(service, []).append(address)
         gateway_env = {
             **common,
@@ -245,8 +259,10 @@ def parse_cpu_limits(specs: list[str]) -> dict[str, float]:
         except ValueError:
             cores = 0.0
         if service not in (*SERVICES, "gateway") or not 0 < cores <= 1024:
-            raise ValueError(f"--cpu-limit {spec!r}: expected <service>=<cores> with service in "
-                             f"{', '.join((*SERVICES, 'gateway'))} and cores > 0, e.g. ranking=0.5")
+            raise ValueError(
+                f"--cpu-limit {spec!r}: expected <service>=<cores> with service in "
+                f"{', '.join((*SERVICES, 'gateway'))} and cores > 0, e.g. ranking=0.5"
+            )
         limits[service] = cores
     return limits
 
@@ -260,13 +276,15 @@ def run(args: argparse.Namespace) -> int:
 
         print(f"no bundle in {models_dir}: training a demo bundle on {args.data}", file=sys.stderr)
         train_bundle(load_dataset(args.data), models_dir)
-    stack = LocalStack(models_dir.resolve(), replicas, args.http_port, args.grpc_port, args.redis_url,
-                       cpu_limits=cpu_limits)
+    stack = LocalStack(
+        models_dir.resolve(), replicas, args.http_port, args.grpc_port, args.redis_url, cpu_limits=cpu_limits
+    )
     print("starting redis, embedding-store, candidate-generation, ranking, gateway ...", file=sys.stderr)
     stack.start()
     model = bundle.resolve(models_dir)
     items = (model / "items.txt").read_text().split("\n")[:2]
-    print(f"""
+    print(
+        f"""
 recmesh is up (model {model.name}); logs in {stack.log_dir}
   REST  {stack.http_url}   (OpenAPI: {stack.http_url}/docs, metrics: {stack.http_url}/metrics)
   gRPC  {stack.grpc_address}   (reflection on: grpcurl -plaintext {stack.grpc_address} list)
@@ -276,7 +294,9 @@ Try:
   curl -s {stack.http_url}/v1/items/{items[0]}/similar?k=5
   curl -s {stack.http_url}/v1/events -d '{{"user_id": "u1", "item_id": "{items[0]}", "type": "view"}}'
   curl -s {stack.http_url}/v1/recommend -d '{{"user_id": "u1", "k": 5}}'
-Ctrl-C stops everything.""", flush=True)
+Ctrl-C stops everything.""",
+        flush=True,
+    )
     stopping = False
 
     def on_signal(signum: int, frame: object) -> None:

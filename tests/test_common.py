@@ -153,10 +153,7 @@ async def test_stream_unary_handler_maps_errors():
 
         def events(*items: str):
             return iter(
-                [
-                    recommendation_service_pb2.RecordEventRequest(event=common_pb2.Event(item_id=i))
-                    for i in items
-                ]
+                [recommendation_service_pb2.RecordEventRequest(event=common_pb2.Event(item_id=i)) for i in items]
             )
 
         reply = await stub.RecordEvents(events("a", "b"), timeout=5)

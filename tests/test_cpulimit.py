@@ -15,7 +15,10 @@ from recmesh.up import parse_cpu_limits
 
 def test_cpu_limit_specs_are_parsed_and_bad_ones_named():
     assert parse_cpu_limits(["ranking=0.5", "candidate-generation=2", "gateway=1"]) == {
-        "ranking": 0.5, "candidate_generation": 2.0, "gateway": 1.0}
+        "ranking": 0.5,
+        "candidate_generation": 2.0,
+        "gateway": 1.0,
+    }
     for bad in ("ranking", "ranking=0", "ranking=-1", "ranking=lots", "redis=1"):
         with pytest.raises(ValueError, match="--cpu-limit"):
             parse_cpu_limits([bad])

@@ -220,7 +220,9 @@ async def test_skip_ranking_returns_retrieval_order(stack: Stack, model, session
 
 @session_loop
 async def test_candidate_count_defaults_to_the_bundles_and_a_callers_count_overrides_it(
-    stack: Stack, model, session_items  # type: ignore[no-untyped-def]
+    stack: Stack,
+    model,
+    session_items,  # type: ignore[no-untyped-def]
 ) -> None:
     trained = model.manifest["params"]["candidates"]
     assert trained != 200, "the fixture bundle must not use the gateway's fallback count, or this proves nothing"

@@ -51,9 +51,7 @@ def test_user_lines_min_length_is_counted(tmp_path: Path) -> None:
 
 def test_user_lines_user_without_items(tmp_path: Path) -> None:
     path = write(tmp_path / "beauty.txt", "1 a b\n\n2\n")
-    with pytest.raises(
-        DataFormatError, match=r"^beauty\.txt:3: expected 'user item1 item2 \.\.\.', got 1 field$"
-    ):
+    with pytest.raises(DataFormatError, match=r"^beauty\.txt:3: expected 'user item1 item2 \.\.\.', got 1 field$"):
         read_user_lines(path)
 
 
@@ -128,9 +126,7 @@ def test_csv_explicit_columns_without_time_keep_file_order(tmp_path: Path) -> No
     ds = read_csv(write(tmp_path / "log.csv", text), session_col="sess", item_col="product")
     assert ds.sequences == [["b", "a"], ["c"]]
     assert ds.filtered == {"blank line": 1}
-    timed = read_csv(
-        tmp_path / "log.csv", delimiter=";", session_col="sess", item_col="product", time_col="when"
-    )
+    timed = read_csv(tmp_path / "log.csv", delimiter=";", session_col="sess", item_col="product", time_col="when")
     assert timed.sequences == [["a", "b"], ["c"]]
 
 

@@ -41,8 +41,9 @@ def stack(stack_models: tuple[Path, str]):  # type: ignore[no-untyped-def]
 
 
 def post(stack: LocalStack, path: str, body: dict) -> tuple[int, dict, dict[str, str]]:
-    request = urllib.request.Request(stack.http_url + path, data=json.dumps(body).encode(),
-                                     headers={"content-type": "application/json"})
+    request = urllib.request.Request(
+        stack.http_url + path, data=json.dumps(body).encode(), headers={"content-type": "application/json"}
+    )
     try:
         with urllib.request.urlopen(request, timeout=5) as reply:
             return reply.status, json.loads(reply.read()), dict(reply.headers)
@@ -74,7 +75,8 @@ def test_grpc_recommendation_equals_rest_and_reports_timings(stack: LocalStack, 
     session = sample_sessions(1)[0]
     with grpc.insecure_channel(stack.grpc_address) as channel:
         reply, call = pb_grpc.RecommendationServiceStub(channel).Recommend.with_call(
-            pb.RecommendRequest(session_item_ids=session, k=10), timeout=5)
+            pb.RecommendRequest(session_item_ids=session, k=10), timeout=5
+        )
     assert [item.item_id for item in reply.items] == offline(model, session)
     trailing = dict(call.trailing_metadata())
     assert "embeddings;dur=" in trailing["server-timing"]
@@ -97,8 +99,9 @@ def test_requests_are_spread_over_both_ranking_replicas(stack: LocalStack):
     assert min(used) > 0 and min(used) > 0.2 * max(used), f"CPU ticks per replica: {used}"
 
 
-def test_publish_of_a_new_version_while_requests_flow_fails_none(stack: LocalStack,
-                                                                 stack_models: tuple[Path, str], bundle_path: Path):
+def test_publish_of_a_new_version_while_requests_flow_fails_none(
+    stack: LocalStack, stack_models: tuple[Path, str], bundle_path: Path
+):
     models, old = stack_models
     staging = Path(str(models) + "-staging")
     staging.mkdir()
@@ -158,8 +161,9 @@ def test_ranking_replica_killed_under_load_fails_no_request_and_rejoins_after_re
         stop.set()
         worker.join()
     assert killed_at > 0 and len(results) > killed_at, "no request before or after the kill"
-    assert all(status == 200 and not degraded for status, degraded in results), \
-        [r for r in results if r != (200, False)][:3]
+    assert all(status == 200 and not degraded for status, degraded in results), [
+        r for r in results if r != (200, False)
+    ][:3]
 
     stack.restart(victim)
     before = [_cpu_ticks(p.popen.pid) for p in (victim, survivor)]

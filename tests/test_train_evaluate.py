@@ -33,8 +33,9 @@ def test_cli_train_then_evaluate_on_synthetic_data(tmp_path: Path, capsys: pytes
         assert key in report
 
 
-def test_evaluate_refuses_data_with_items_the_bundle_does_not_know(bundle_path: Path, tmp_path: Path,
-                                                                  capsys: pytest.CaptureFixture[str]):
+def test_evaluate_refuses_data_with_items_the_bundle_does_not_know(
+    bundle_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
     other = tmp_path / "other.txt"
     other.write_text("u1 zz1 zz2 zz3\n")
     assert main(["evaluate", "--bundle", str(bundle_path), "--data", str(other)]) == 2
@@ -43,8 +44,9 @@ def test_evaluate_refuses_data_with_items_the_bundle_does_not_know(bundle_path: 
 
 def test_rare_items_still_get_a_vector():
     sequences = [["a", "b", "c"]] * 20 + [["a", "rare"]]
-    vectors = train_item_vectors(sequences, ["a", "b", "c", "rare", "never_seen"],
-                                 Word2VecParams(dim=8, min_count=2, epochs=2, workers=1))
+    vectors = train_item_vectors(
+        sequences, ["a", "b", "c", "rare", "never_seen"], Word2VecParams(dim=8, min_count=2, epochs=2, workers=1)
+    )
     assert vectors.trained.tolist() == [True, True, True, False, False]
     np.testing.assert_allclose(vectors.vectors[3], vectors.vectors[0])  # borrowed from its only neighbour "a"
     assert not vectors.vectors[4].any()

@@ -115,9 +115,7 @@ def read_pairs(path: str | Path, min_length: int = 1) -> Dataset:
                 filtered["blank line"] += 1
                 continue
             if len(fields) != 2:
-                raise DataFormatError(
-                    path, lineno, f"expected 'user item', got {_plural(len(fields), 'field')}"
-                )
+                raise DataFormatError(path, lineno, f"expected 'user item', got {_plural(len(fields), 'field')}")
             user, item = fields
             seq = groups.get(user)
             if seq is None:

@@ -33,14 +33,22 @@ def rank_with_head(head: np.ndarray, tail_scores: np.ndarray, target: int, exclu
     return head.size + rank_of_target(tail_scores, target, np.concatenate([excluded, head]))
 
 
-def evaluate(bundle_path: Path, dataset: Dataset, split_name: str = "test", n_candidates: int | None = None,
-             progress: bool = True, limit: int | None = None) -> dict[str, Any]:
+def evaluate(
+    bundle_path: Path,
+    dataset: Dataset,
+    split_name: str = "test",
+    n_candidates: int | None = None,
+    progress: bool = True,
+    limit: int | None = None,
+) -> dict[str, Any]:
     started = time.perf_counter()
     model = load_model(bundle_path)
     unknown = dataset.items() - model.index_of.keys()
     if unknown:
-        raise ValueError(f"{len(unknown)} items of {dataset.name} are not in the bundle (e.g. {sorted(unknown)[:3]});"
-                         " evaluate on the data set the bundle was trained on")
+        raise ValueError(
+            f"{len(unknown)} items of {dataset.name} are not in the bundle (e.g. {sorted(unknown)[:3]});"
+            " evaluate on the data set the bundle was trained on"
+        )
     split = leave_one_out(dataset, model.item_ids)
     histories, targets = (
         (split.test_history, split.test_target) if split_name == "test" else (split.valid_history, split.valid_target)
@@ -52,8 +60,13 @@ def evaluate(bundle_path: Path, dataset: Dataset, split_name: str = "test", n_ca
     pop_tiebreak = tables.popularity / (float(tables.popularity.max()) + 1.0)
     ranks: dict[str, list[int]] = {s: [] for s in SYSTEMS}
     candidate_hits = 0
-    for history, target in tqdm(list(zip(histories, targets, strict=True)), desc=f"evaluate ({split_name})",
-                                unit="user", disable=not progress, mininterval=1.0):
+    for history, target in tqdm(
+        list(zip(histories, targets, strict=True)),
+        desc=f"evaluate ({split_name})",
+        unit="user",
+        disable=not progress,
+        mininterval=1.0,
+    ):
         excluded = np.unique(history)
         ranks["popularity"].append(rank_of_target(tables.popularity, target, excluded))
         transition = pop_tiebreak.copy()
@@ -99,8 +112,10 @@ def ann_recall(model: Model, histories: list[np.ndarray], k: int) -> float:
 
 def format_table(report: dict[str, Any]) -> str:
     metrics = list(next(iter(report["systems"].values())))
-    lines = [f"{report['dataset']} ({report['split']}, {report['users']:,} users, {report['items']:,} items)",
-             f"{'system':<12}" + "".join(f"{m:>10}" for m in metrics)]
+    lines = [
+        f"{report['dataset']} ({report['split']}, {report['users']:,} users, {report['items']:,} items)",
+        f"{'system':<12}" + "".join(f"{m:>10}" for m in metrics),
+    ]
     for name, values in report["systems"].items():
         lines.append(f"{name:<12}" + "".join(f"{values[m]:>10.4f}" for m in metrics))
     extras = {k: v for k, v in report.items() if k.startswith(("candidate_recall", "ann_recall", "ranker_auc"))}

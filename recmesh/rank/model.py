@@ -66,8 +66,9 @@ def fit_ranker(base: np.ndarray, labels: np.ndarray, c: float = 1.0, seed: int =
     # newton-cholesky: exact second-order steps, fast with many rows and few (66) columns
     lr = LogisticRegression(C=c, solver="newton-cholesky", max_iter=100, random_state=seed)
     lr.fit(x, labels)
-    return Ranker(mean.astype(np.float32), scale.astype(np.float32), lr.coef_[0].astype(np.float32),
-                  float(lr.intercept_[0]))
+    return Ranker(
+        mean.astype(np.float32), scale.astype(np.float32), lr.coef_[0].astype(np.float32), float(lr.intercept_[0])
+    )
 
 
 def auc(ranker: Ranker, base: np.ndarray, labels: np.ndarray) -> float:

@@ -77,8 +77,6 @@ def build_tables(sequences: list[np.ndarray], n_items: int) -> FeatureTables:
             co_rows += [a[keep], b[keep]]
             co_cols += [b[keep], a[keep]]
     empty = np.zeros(0, dtype=np.int64)
-    transitions = Csr.from_pairs(
-        np.concatenate(trans_rows or [empty]), np.concatenate(trans_cols or [empty]), n_items
-    )
+    transitions = Csr.from_pairs(np.concatenate(trans_rows or [empty]), np.concatenate(trans_cols or [empty]), n_items)
     covisits = Csr.from_pairs(np.concatenate(co_rows or [empty]), np.concatenate(co_cols or [empty]), n_items)
     return FeatureTables(popularity, transitions, covisits, transitions.row_sums().astype(np.float32))

@@ -58,8 +58,7 @@ def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def train_bundle(dataset: Dataset, models_dir: Path, params: TrainParams | None = None,
-                 progress: bool = True) -> Path:
+def train_bundle(dataset: Dataset, models_dir: Path, params: TrainParams | None = None, progress: bool = True) -> Path:
     """Train every part, write models_dir/<version>/, return its path."""
     params = params or TrainParams()
     started = time.perf_counter()
@@ -71,17 +70,24 @@ def train_bundle(dataset: Dataset, models_dir: Path, params: TrainParams | None 
     item_vectors = train_item_vectors(train_sequences, split.item_ids, params.word2vec, progress=progress)
     log(f"word2vec: {time.perf_counter() - t0:.1f}s, {int((~item_vectors.trained).sum())} items borrowed vectors")
 
-    space = ItemSpace(unit(item_vectors.vectors), unit(item_vectors.context_vectors),
-                      build_tables(split.train, split.n_items))
+    space = ItemSpace(
+        unit(item_vectors.vectors), unit(item_vectors.context_vectors), build_tables(split.train, split.n_items)
+    )
     t0 = time.perf_counter()
     # every backend sized for the candidate count the ranker orders, not a default k
     index_params = default_params(params.index_backend, split.n_items, k=params.candidates)
     index = build_index(params.index_backend, space.context_vectors, index_params)
     log(f"index: {index.backend} {index.params}, {time.perf_counter() - t0:.1f}s")
 
-    model = Model("training", {"params": {"query_decay": params.query_decay}}, split.item_ids,
-                  {item: i for i, item in enumerate(split.item_ids)}, space, index,
-                  Ranker(np.zeros(0), np.ones(0), np.zeros(0), 0.0))
+    model = Model(
+        "training",
+        {"params": {"query_decay": params.query_decay}},
+        split.item_ids,
+        {item: i for i, item in enumerate(split.item_ids)},
+        space,
+        index,
+        Ranker(np.zeros(0), np.ones(0), np.zeros(0), 0.0),
+    )
     ranker, ranker_auc = _train_ranker(model, split, params, progress)
     model.ranker = ranker
     log(f"ranker: held-out AUC {ranker_auc:.4f}")
@@ -96,19 +102,31 @@ def train_bundle(dataset: Dataset, models_dir: Path, params: TrainParams | None 
     np.save(staging / "vectors.npy", space.vectors)
     np.save(staging / "context_vectors.npy", space.context_vectors)
     t = space.tables
-    np.savez(staging / "tables.npz", popularity=t.popularity, transition_out=t.transition_out,
-             transitions_indptr=t.transitions.indptr, transitions_indices=t.transitions.indices,
-             transitions_data=t.transitions.data, covisits_indptr=t.covisits.indptr,
-             covisits_indices=t.covisits.indices, covisits_data=t.covisits.data)
+    np.savez(
+        staging / "tables.npz",
+        popularity=t.popularity,
+        transition_out=t.transition_out,
+        transitions_indptr=t.transitions.indptr,
+        transitions_indices=t.transitions.indices,
+        transitions_data=t.transitions.data,
+        covisits_indptr=t.covisits.indptr,
+        covisits_indices=t.covisits.indices,
+        covisits_data=t.covisits.data,
+    )
     index.save(staging / "index")
     ranker.save(staging / "ranker.json")
     train_seconds = round(time.perf_counter() - started, 1)
     manifest = {
         "version": version,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "dataset": {"name": dataset.name, "fingerprint": fp, "sequences": len(dataset.sequences),
-                    "interactions": dataset.n_interactions, "items": split.n_items,
-                    "filtered": dict(dataset.filtered)},
+        "dataset": {
+            "name": dataset.name,
+            "fingerprint": fp,
+            "sequences": len(dataset.sequences),
+            "interactions": dataset.n_interactions,
+            "items": split.n_items,
+            "filtered": dict(dataset.filtered),
+        },
         "split": "leave-one-out: word2vec and tables on all but the last two items per sequence",
         "params": {**asdict(params), "word2vec": params.word2vec.to_dict()},
         "index": {"backend": index.backend, "params": index.params, "space": "context_vectors"},

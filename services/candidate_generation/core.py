@@ -43,7 +43,6 @@ def effective_k(k: int) -> int:
     return min(k or DEFAULT_K, MAX_K)
 
 
-
 def parse_query_vector(data: bytes, model: Model) -> np.ndarray:
     """The packed little-endian float32 query as a (dim,) array; INVALID_ARGUMENT unless it has the model's
     dimension and only finite values."""

@@ -104,9 +104,7 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str, ensure_ascii=False)
 
 
-def configure_logging(
-    service: str, level: str | int = "INFO", stream: TextIO | None = None
-) -> logging.Handler:
+def configure_logging(service: str, level: str | int = "INFO", stream: TextIO | None = None) -> logging.Handler:
     """Make the root logger write JSON lines to ``stream`` (stderr by default); replaces its handlers.
 
     Idempotent: calling it again swaps the handler instead of adding a second one.

@@ -159,16 +159,12 @@ async def create_server(
     health_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ("", *service_names):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    reflection.enable_server_reflection(
-        [*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
-    )
+    reflection.enable_server_reflection([*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
     port = server.add_insecure_port(address)
     if port == 0:
         raise RuntimeError(f"could not bind gRPC server to {address!r}")
     await server.start()
-    logger.info(
-        "gRPC server listening on %s (port %d)", address, port, extra={"services": list(service_names)}
-    )
+    logger.info("gRPC server listening on %s (port %d)", address, port, extra={"services": list(service_names)})
     return server, port, health_servicer
 
 

@@ -34,7 +34,6 @@ class Ranked:
     unknown_item_ids: list[str]  # session ids, then candidate ids, not in the catalogue; no duplicates
 
 
-
 def check_request(candidate_ids: Sequence[str], retrieval_scores: Sequence[float], k: int) -> None:
     """Validation that needs no model: candidate count, scores, k."""
     if not candidate_ids:
