@@ -226,3 +226,13 @@ def test_lru_evicts_the_least_recently_used_and_size_zero_disables_it():
     off = Lru(0)
     off.put(("v", "a"), b"a")
     assert off.get(("v", "a")) is None
+
+
+@session_loop
+async def test_closing_twice_and_concurrently_is_one_close(models_dir, url, published):
+    """The server's supervisor and the store's owner may both close it when the server stops."""
+    async with running_store(models_dir, url) as s:
+        assert not (await s.get(["i1", "i2"])).degraded
+        await asyncio.wait_for(asyncio.gather(s.store.aclose(), s.store.aclose()), timeout=5)
+        await asyncio.wait_for(s.store.aclose(), timeout=5)
+        assert s.store._closing is not None and s.store._closing.done()  # one close, finished, awaited by all

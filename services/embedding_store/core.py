@@ -127,6 +127,7 @@ class EmbeddingStore:
         self._redis_down_reason = ""
         self._pending: set[asyncio.Task[Any]] = set()
         self._background: list[asyncio.Task[Any]] = []
+        self._closing: asyncio.Future[None] | None = None
 
     # -- version ------------------------------------------------------------------------------------------
     @property
@@ -323,6 +324,13 @@ class EmbeddingStore:
         self._background.append(asyncio.ensure_future(coro))
 
     async def aclose(self) -> None:
+        """Stop the background work and close the Redis client. Safe to call more than once, and concurrently (the
+        server's supervisor and an owner that stops the store may both call it): every caller awaits one close."""
+        if self._closing is None:
+            self._closing = asyncio.ensure_future(self._close())
+        await asyncio.shield(self._closing)
+
+    async def _close(self) -> None:
         for task in self._background:
             task.cancel()
         await asyncio.gather(*self._background, *self._pending, return_exceptions=True)
