@@ -23,6 +23,7 @@ REDIS_CORE_TARGET = 0.7  # Redis executes commands on one thread: plan for 70 % 
 
 
 def cores(quantity: str | int | float) -> float:
+    """A Kubernetes CPU quantity ("500m", "2", 1.5) in cores."""
     text = str(quantity)
     return float(text[:-1]) / 1000 if text.endswith("m") else float(text)
 

@@ -40,6 +40,7 @@ import yaml
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from pydantic_settings import BaseSettings
 
+from bench.sizing import cores
 from gateway.settings import Settings as GatewaySettings
 from recmesh.settings import CommonSettings
 from services.candidate_generation.settings import Settings as CandidateGenerationSettings
@@ -549,7 +550,7 @@ def test_k8s_serving_deployments_have_probes_services_autoscaling_and_budgets(ov
         # Each service is one Python process computing on one event-loop thread (~1 core of useful work): the
         # HPA's target share of the CPU request must be reachable, or the stage would never scale out.
         (target,) = [m["resource"]["target"]["averageUtilization"] for m in hpa["spec"]["metrics"]]
-        request = cpu_cores(container["resources"]["requests"]["cpu"])
+        request = cores(container["resources"]["requests"]["cpu"])
         assert request * target / 100 <= 0.9, f"{overlay} {process}: {target}% of {request} CPU is out of reach"
         assert "replicas" not in deployment["spec"], "the HPA owns the replica count"
         assert pdbs[process]["apiVersion"] == "policy/v1"
@@ -561,12 +562,6 @@ def test_k8s_serving_deployments_have_probes_services_autoscaling_and_budgets(ov
     script = job.containers[0]["command"][-1]
     assert "recmesh train --out /models" in script
     assert 'recmesh publish --models-dir /models --redis-url "$REDIS_URL"' in script
-
-
-def cpu_cores(quantity: str | int | float) -> float:
-    """A Kubernetes CPU quantity ("500m", "2", 1.5) in cores."""
-    text = str(quantity)
-    return float(text[:-1]) / 1000 if text.endswith("m") else float(text)
 
 
 def test_prod_raises_replicas_and_resources_over_base() -> None:
