@@ -15,6 +15,7 @@ write is acknowledged before RecordEvent returns, so the very next recommendatio
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -311,6 +312,7 @@ class EventStore:
         return "PONG"
 
     async def close(self) -> None:
-        await self.redis.aclose()
-        if self.writer is not self.redis:
-            await self.writer.aclose()
+        """Close both clients; bounded, so a Redis that never answers cannot hold up shutdown."""
+        for client in {id(c): c for c in (self.redis, self.writer)}.values():
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(client.aclose(), 2.0)

@@ -333,10 +333,18 @@ class EmbeddingStore:
     async def _close(self) -> None:
         for task in self._background:
             task.cancel()
-        await asyncio.gather(*self._background, *self._pending, return_exceptions=True)
+        # Bounded: shutdown must end inside the pod's grace period even if Redis (or a Redis call cancelled
+        # mid-flight) never answers; what is still pending then is abandoned, the cache can do without it.
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(
+                asyncio.gather(*self._background, *self._pending, return_exceptions=True), CLOSE_TIMEOUT_S
+            )
         self._background.clear()
         with contextlib.suppress(Exception):
-            await self.redis.aclose()
+            await asyncio.wait_for(self.redis.aclose(), CLOSE_TIMEOUT_S)
+
+
+CLOSE_TIMEOUT_S = 2.0  # per step of aclose()
 
 
 async def _quietly(coro: Awaitable[None]) -> None:
