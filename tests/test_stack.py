@@ -5,12 +5,14 @@ One stack for the module (two ranking replicas); the tests that take parts down 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -49,6 +51,33 @@ def post(stack: LocalStack, path: str, body: dict) -> tuple[int, dict, dict[str,
             return reply.status, json.loads(reply.read()), dict(reply.headers)
     except urllib.error.HTTPError as e:
         return e.code, json.loads(e.read()), dict(e.headers)
+
+
+@contextlib.contextmanager
+def recommendations_flowing(stack: LocalStack, k: int) -> Iterator[list[tuple[int, dict]]]:
+    """While the block runs, a background thread sends recommendation requests one after another; each
+    (status, answer) is appended to the yielded list."""
+    results: list[tuple[int, dict]] = []
+    stop = threading.Event()
+
+    def load() -> None:
+        sessions = sample_sessions(20)
+        while not stop.is_set():
+            for session in sessions:
+                status, answer, _ = post(stack, "/v1/recommend", {"session": session, "k": k})
+                results.append((status, answer))
+
+    worker = threading.Thread(target=load)
+    worker.start()
+    try:
+        yield results
+    finally:
+        stop.set()
+        worker.join()
+
+
+def version_or_error(answer: dict) -> str:
+    return str(answer.get("model_version", answer.get("error")))
 
 
 def ids(answer: dict) -> list[str]:
@@ -107,28 +136,14 @@ def test_publish_of_a_new_version_while_requests_flow_fails_none(
     staging.mkdir()
     _, _, new = two_version_models_dir(bundle_path, staging)
     shutil.copytree(staging / new, models / new)
-    results: list[tuple[int, str]] = []
-    stop = threading.Event()
-
-    def load() -> None:
-        sessions = sample_sessions(20)
-        while not stop.is_set():
-            for session in sessions:
-                status, answer, _ = post(stack, "/v1/recommend", {"session": session, "k": 5})
-                results.append((status, answer.get("model_version", answer.get("error"))))
-
-    worker = threading.Thread(target=load)
-    worker.start()
-    try:
+    with recommendations_flowing(stack, k=5) as flowing:
         time.sleep(0.5)
         publish(models / new, stack.redis_url, progress=False)
         deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and (not results or results[-1][1] != new):
+        while time.monotonic() < deadline and (not flowing or version_or_error(flowing[-1][1]) != new):
             time.sleep(0.2)
         time.sleep(0.5)
-    finally:
-        stop.set()
-        worker.join()
+    results = [(status, version_or_error(answer)) for status, answer in flowing]
     assert results and all(status == 200 for status, _ in results), [r for r in results if r[0] != 200][:3]
     versions = [version for _, version in results]
     assert versions[0] == old and versions[-1] == new
@@ -140,26 +155,12 @@ def test_ranking_replica_killed_under_load_fails_no_request_and_rejoins_after_re
     """SIGKILL mid-load (in-flight calls are reset): the gateway's retry on UNAVAILABLE and round robin over the
     live replica keep every answer whole; the restarted replica (same address) gets traffic again."""
     victim, survivor = stack.by_name("ranking")
-    results: list[tuple[int, bool]] = []
-    stop = threading.Event()
-
-    def load() -> None:
-        sessions = sample_sessions(20)
-        while not stop.is_set():
-            for session in sessions:
-                status, answer, _ = post(stack, "/v1/recommend", {"session": session, "k": 10})
-                results.append((status, bool(answer.get("degraded"))))
-
-    worker = threading.Thread(target=load)
-    worker.start()
-    try:
+    with recommendations_flowing(stack, k=10) as flowing:
         time.sleep(0.5)
         stack.kill(victim)
-        killed_at = len(results)
+        killed_at = len(flowing)
         time.sleep(1.0)
-    finally:
-        stop.set()
-        worker.join()
+    results = [(status, bool(answer.get("degraded"))) for status, answer in flowing]
     assert killed_at > 0 and len(results) > killed_at, "no request before or after the kill"
     assert all(status == 200 and not degraded for status, degraded in results), [
         r for r in results if r != (200, False)
