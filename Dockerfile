@@ -32,7 +32,7 @@ COPY recmesh ./recmesh
 COPY services ./services
 COPY gateway ./gateway
 RUN pip install --no-deps . \
-    && python -c "import recmesh.settings, services.common.healthcheck, gateway.settings"
+    && python -c "import serving.settings, serving.healthcheck, gateway.settings"
 
 # ---- loadtest-venv: the builder's venv plus locust (the `bench` extra's locust packages only) ----------------
 FROM builder AS loadtest-venv

@@ -26,10 +26,10 @@ test: install
 	$(PY) -m pytest -q
 
 protos: install
-	$(PY) -m recmesh.protos
+	$(PY) -m devtools.protos
 
 protos-check: install
-	$(PY) -m recmesh.protos --check
+	$(PY) -m devtools.protos --check
 
 lint: install
 	$(VENV)/bin/ruff check $(RUFF_EXCLUDE) .

@@ -2,7 +2,7 @@
 
     python -m bench.events --duration 10 [--models-dir models] [--concurrency 16] [--batch 100]
 
-Starts the stack as `recmesh up` does (recmesh.up.LocalStack: Redis, the three services, the gateway) on a tiny
+Starts the stack as `recmesh up` does (devtools.stack.LocalStack: Redis, the three services, the gateway) on a tiny
 bundle trained on synthetic sessions (or the newest bundle of --models-dir), then, each for --duration seconds:
 
 1. ingest, closed loop with --concurrency clients: REST single events (``POST /v1/events``), REST batches of
@@ -363,7 +363,7 @@ def write_section(doc: Path, marker: str, body: str) -> None:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from recmesh import bundle
-    from recmesh.up import LocalStack
+    from devtools.stack import LocalStack
 
     with tempfile.TemporaryDirectory(prefix="recmesh-bench-events-") as tmp:
         models = Path(args.models_dir) if args.models_dir else tiny_bundle(Path(tmp) / "models")

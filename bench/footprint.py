@@ -34,7 +34,7 @@ def measure(items: int, cache: Path, epochs: int, load_s: float) -> dict[str, An
 
     from recmesh import bundle
     from recmesh.publish import publish
-    from recmesh.up import LocalStack
+    from devtools.stack import LocalStack
 
     models_dir, generated = bench_bundle(items, cache, epochs=epochs)
     path = bundle.resolve(models_dir)

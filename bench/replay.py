@@ -2,7 +2,7 @@
 
     python -m bench.replay --bundle models/<version> --data ../shared/data/beauty.txt --users 2000
 
-Starts the stack (recmesh.up.LocalStack: Redis, the three services, the gateway) on the bundle alone. For each of
+Starts the stack (devtools.stack.LocalStack: Redis, the three services, the gateway) on the bundle alone. For each of
 the first ``--users`` test users of the leave-one-out split (recmesh.evaluate.protocol), posts the user's history
 as events (one REST batch: all views, oldest first, so the type weights are neutral and the session vector is the
 offline one), then asks ``POST /v1/recommend {"user_id": ..., "k": 10}`` with the bundle's candidate count and
@@ -35,12 +35,12 @@ from bench.events import write_section
 from gateway.core import MAX_EVENTS as REST_BATCH
 from gateway.events import MAX_EVENTS
 from recmesh.bundle import load_manifest
-from recmesh.cli import load_dataset
+from recmesh.data.load import load_dataset
 from recmesh.data.sessions import Dataset
 from recmesh.evaluate.protocol import leave_one_out
 from recmesh.evaluate.run import evaluate
 from recmesh.pipeline import MAX_SESSION, Model, load_model
-from recmesh.up import LocalStack
+from devtools.stack import LocalStack
 
 # The replay checks equality, not latency: no answer may degrade because the machine is busy (a history read
 # that times out would recommend without it), so the budget and the gateway's Redis timeout are generous.

@@ -4,7 +4,7 @@
 
 One machine has two cores, so three unconstrained replicas only share the same two cores. To act out pods of a
 fixed size, every replica of the scaled stage gets its own CPU limit, enforced like a kubelet enforces
-`resources.limits.cpu` (a CFS quota on the process' cgroup, see recmesh/cpulimit.py; with a 10 ms period, see
+`resources.limits.cpu` (a CFS quota on the process' cgroup, see devtools/cpulimit.py; with a 10 ms period, see
 --period-ms), small enough that three of them still fit beside everything else. Four parts, one run, one machine:
 
 1. cost: the stack unconstrained at a moderate rate; CPU seconds per request of every process (the sizing
@@ -61,7 +61,7 @@ class Setup:
     period_us: int  # CFS period of the CPU limits
 
     def stack(self, name: str, replicas: dict[str, int], limits: dict[str, float]) -> Any:
-        from recmesh.up import LocalStack
+        from devtools.stack import LocalStack
 
         logs = self.run_dir / "logs" / name
         logs.mkdir(parents=True, exist_ok=True)
@@ -251,7 +251,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from recmesh import bundle, cpulimit
 
     if not cpulimit.available():
-        raise SystemExit("bench.scaling needs a writable cgroup cpu controller (run as root); see recmesh/cpulimit.py")
+        raise SystemExit("bench.scaling needs a writable cgroup cpu controller (run as root); see devtools/cpulimit.py")
     models_dir, generated = bench_bundle(args.items, Path(args.cache), epochs=args.epochs)
     run_dir = Path(args.cache) / "runs" / f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}-scaling"
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -429,7 +429,8 @@ def knee(steps: list[dict[str, Any]]) -> float | None:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from recmesh import bundle
-    from recmesh.up import LocalStack, parse_replicas
+    from devtools.stack import LocalStack
+    from devtools.up import parse_replicas
 
     cache = Path(args.cache)
     if args.models_dir:

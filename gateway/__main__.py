@@ -21,7 +21,7 @@ from gateway.app import create_app
 from gateway.clients import Clients
 from gateway.grpc_api import create_grpc_server
 from gateway.settings import Settings
-from services.common.logs import configure_logging
+from serving.logs import configure_logging
 
 log = logging.getLogger("gateway")
 

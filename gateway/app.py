@@ -5,7 +5,7 @@
 
 Every answer carries ``x-request-id`` (the caller's, or a new one, also sent on every hop); recommendations and
 stage calls carry ``Server-Timing``. Errors are ``{"error": {"code": "INVALID_ARGUMENT", "message": ...}}`` with
-the status their class knows (services.common.errors), malformed JSON and wrong types included (400, not 422).
+the status their class knows (serving.errors), malformed JSON and wrong types included (400, not 422).
 """
 
 from __future__ import annotations
@@ -34,9 +34,9 @@ from gateway.clients import Clients, Scored
 from gateway.events import Event, EventStoreUnavailable
 from gateway.popular import Catalog
 from gateway.settings import Settings
-from services.common.errors import RecmeshError
-from services.common.logs import get_request_id, request_id_from_metadata, request_id_var, set_request_id
-from services.common.metrics import RPC_ERRORS, RPC_LATENCY
+from serving.errors import RecmeshError
+from serving.logs import get_request_id, request_id_from_metadata, request_id_var, set_request_id
+from serving.metrics import RPC_ERRORS, RPC_LATENCY
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Typed wrappers over the three internal stubs: plain Python/numpy in, plain Python/numpy out.
 
 Every call takes a deadline in seconds (what is left of the caller's budget) and the request id, which travels
-as ``x-request-id`` metadata. A failed call raises the matching :mod:`services.common.errors` class:
+as ``x-request-id`` metadata. A failed call raises the matching :mod:`serving.errors` class:
 
 - ``InvalidArgument`` / ``NotFound``: the service refused the input (the caller's mistake, 400/404);
 - ``DeadlineExceeded``: the deadline passed (or there was no time left to make the call);
@@ -36,16 +36,16 @@ from recmesh.v1 import (
     ranking_service_pb2,
     ranking_service_pb2_grpc,
 )
-from services.common import vectors
-from services.common.errors import (
+from serving import vectors
+from serving.errors import (
     DeadlineExceeded,
     InvalidArgument,
     NotFound,
     RecmeshError,
     Unavailable,
 )
-from services.common.logs import outgoing_metadata
-from services.common.server import make_channel
+from serving.logs import outgoing_metadata
+from serving.server import make_channel
 
 log = logging.getLogger(__name__)
 

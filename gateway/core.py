@@ -1,6 +1,6 @@
 """The gateway's logic, shared by REST and gRPC: one recommendation in at most three hops, and every stage on its
 own. No web framework and no grpc servicer here: inputs are plain values, outputs dataclasses, errors from
-:mod:`services.common.errors` (which the adapters map to HTTP statuses and gRPC codes in one place each).
+:mod:`serving.errors` (which the adapters map to HTTP statuses and gRPC codes in one place each).
 
 A recommendation (ARCHITECTURE §1):
   0. session = the visitor's recorded events (one Redis read, oldest first) + the request's items, trimmed to
@@ -32,9 +32,9 @@ from gateway.clients import Clients, Embeddings, Scored, UpstreamDeadline, Upstr
 from gateway.events import MAX_ID_LEN, Event, EventStoreUnavailable, History, now_ms, validate
 from gateway.popular import BundleInfo, Catalog
 from recmesh.pipeline import MAX_SESSION, session_query
-from services.common import vectors
-from services.common.errors import InvalidArgument, NotFound, Unavailable
-from services.common.metrics import DEGRADED
+from serving import vectors
+from serving.errors import InvalidArgument, NotFound, Unavailable
+from serving.metrics import DEGRADED
 
 log = logging.getLogger(__name__)
 

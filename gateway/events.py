@@ -30,17 +30,21 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from recmesh.events_export import EVENTS_KEY, decode_events
-from recmesh.publish import POINTER_KEY
-from services.common.errors import InvalidArgument, ResourceExhausted, Unavailable
+from recmesh.redis_layout import (
+    EVENTS_TTL_S,
+    POINTER_KEY,
+    RATE_WINDOW_TTL_S,
+    decode_events,
+    encode_event,
+    events_key,
+    rate_key,
+)
+from serving.errors import InvalidArgument, ResourceExhausted, Unavailable
 
 if TYPE_CHECKING:
     from gateway.settings import Settings
 
-KEY = EVENTS_KEY  # "recmesh:events:{user_id}": the layout is recmesh.events_export's (it reads it back)
-RATE_KEY = "recmesh:ratelimit:events:{user_id}:{second}"  # not under recmesh:events:, so exports skip it
 MAX_EVENTS = 100  # kept per visitor by default (EVENTS_PER_USER), newest first
-TTL_S = 30 * 24 * 3600  # a visitor's history expires 30 days after their last event
 DEFAULT_RATE_LIMIT = 100  # the gateway's EVENT_RATE_LIMIT: events per visitor per second, one full history
 MAX_FUTURE_MS = 24 * 3600 * 1000  # timestamps more than a day ahead are the caller's mistake
 MIN_TIMESTAMP_MS = 946_684_800_000  # 2000-01-01T00:00:00Z: anything older is a mistake (often seconds, not ms)
@@ -141,18 +145,6 @@ def validate(event: Event, received_ms: int | None = None) -> Event:
     return Event(event.user_id, event.item_id, kind, ts, event.session_id)
 
 
-def encode(event: Event) -> bytes:
-    """One list entry (the user id is the key's)."""
-    return orjson.dumps(
-        {
-            "item_id": event.item_id,
-            "type": event.type,
-            "timestamp_ms": event.timestamp_ms,
-            "session_id": event.session_id,
-        }
-    )
-
-
 # KEYS: per visitor, its list then its rate counter. ARGV: limit (0 = none), keep, ttl, window ttl, then per
 # visitor the number of events n followed by its n encoded events (oldest first).
 # Returns {1} when stored, {0, visitor's 1-based position, events already counted this second} when refused.
@@ -249,12 +241,12 @@ class EventStore:
             return
         by_user: dict[str, list[bytes]] = {}
         for e in events:
-            by_user.setdefault(e.user_id, []).append(encode(e))
+            by_user.setdefault(e.user_id, []).append(encode_event(e.item_id, e.type, e.timestamp_ms, e.session_id))
         second = int(time.time())
         keys: list[str] = []
-        args: list[bytes | str | int] = [self.rate_limit, self.keep, TTL_S, 2]
+        args: list[bytes | str | int] = [self.rate_limit, self.keep, EVENTS_TTL_S, RATE_WINDOW_TTL_S]
         for user, encoded in by_user.items():
-            keys += [KEY.format(user_id=user), RATE_KEY.format(user_id=user, second=second)]
+            keys += [events_key(user), rate_key(user, second)]
             args += [len(encoded), *encoded]
         try:
             reply = await self._record(keys=keys, args=args)
@@ -279,7 +271,7 @@ class EventStore:
             raise EventStoreUnavailable("no time left to read the visitor's events")
         try:
             async with asyncio.timeout(timeout_s):
-                raw = await self.redis.lrange(KEY.format(user_id=user_id), 0, self.keep - 1)
+                raw = await self.redis.lrange(events_key(user_id), 0, self.keep - 1)
         except (RedisError, OSError, TimeoutError) as e:
             raise EventStoreUnavailable(f"redis unavailable: visitor history not read ({type(e).__name__})") from e
         entries = decode_events(raw)  # type: ignore[arg-type]  # bytes: the client does not decode responses

@@ -21,10 +21,10 @@ from gateway.budget import server_timing
 from gateway.clients import Scored
 from gateway.events import Event
 from recmesh.v1 import common_pb2, recommendation_service_pb2, recommendation_service_pb2_grpc
-from services.common.errors import InvalidArgument, grpc_errors
-from services.common.logs import REQUEST_ID_KEY, bind_request_id
-from services.common.metrics import observe_rpc
-from services.common.server import create_server
+from serving.errors import InvalidArgument, grpc_errors
+from serving.logs import REQUEST_ID_KEY, bind_request_id
+from serving.metrics import observe_rpc
+from serving.server import create_server
 
 pb = recommendation_service_pb2
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["RecommendationService"].full_name

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from recmesh import bundle
-from services.common.errors import NotFound, Unavailable
+from serving.errors import NotFound, Unavailable
 
 KEEP_VERSIONS = 3
 DEFAULT_CANDIDATES = 200  # for a bundle whose manifest does not say (params.candidates)

@@ -10,7 +10,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import NoDecode
 
 from gateway.events import DEFAULT_RATE_LIMIT, DEFAULT_WEIGHTS, MAX_EVENTS, parse_weights
-from recmesh.settings import CommonSettings
+from serving.settings import CommonSettings
 
 
 class Settings(CommonSettings):

@@ -1,4 +1,5 @@
-"""The `recmesh` command: data, train, evaluate, publish, events, up.
+"""The `recmesh` command's library half: data, train, evaluate, publish, events (`up`, the local stack, is added
+by devtools/cli.py, the console script).
 
 Every command defaults to the built-in synthetic data set, so the whole thing runs with no download.
 """
@@ -8,35 +9,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable, Sequence
 from dataclasses import fields
 from pathlib import Path
 
-from recmesh.data.sessions import Dataset
+from recmesh.data.load import SYNTH, load_dataset
 
-SYNTH = "synth"
+DESCRIPTION = "Train, evaluate and publish session recommenders (every command defaults to built-in synthetic data)."
 
-
-def load_dataset(spec: str, fmt: str = "auto", delimiter: str | None = None, min_length: int = 1) -> Dataset:
-    """`synth` or `synth:items=5000,users=20000,seed=0` for generated sessions, else a path to a file."""
-    if spec == SYNTH or spec.startswith(SYNTH + ":"):
-        from recmesh.data.synth import generate
-
-        options = dict(kv.split("=", 1) for kv in spec.partition(":")[2].split(",") if kv)
-        kwargs = {
-            "n_items": int(options.pop("items", 5000)),
-            "n_users": int(options.pop("users", 20000)),
-            "seed": int(options.pop("seed", 0)),
-        }
-        if options:
-            raise SystemExit(f"unknown synth options: {', '.join(options)} (use items, users, seed)")
-        dataset = generate(**kwargs, progress=True)
-    else:
-        from recmesh.data.readers import read_sessions
-
-        csv_options = {"delimiter": delimiter} if delimiter else {}
-        dataset = read_sessions(spec, fmt=fmt, min_length=min_length, **csv_options)
-    print(dataset.summary(), file=sys.stderr)
-    return dataset
+# Adds subcommands to the `recmesh` parser's subparsers (see devtools/cli.py).
+Extension = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
@@ -102,16 +84,12 @@ def cmd_events_export(args: argparse.Namespace) -> int:
     return export(args.redis_url, args.out, args.format)
 
 
-def cmd_up(args: argparse.Namespace) -> int:
-    from recmesh.up import run
 
-    return run(args)
-
-
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(extensions: Sequence[Extension] = ()) -> argparse.ArgumentParser:
+    """The parser of every library command; each extension adds its own subcommands."""
     from recmesh.train.embeddings import Word2VecParams
 
-    parser = argparse.ArgumentParser(prog="recmesh", description=__doc__)
+    parser = argparse.ArgumentParser(prog="recmesh", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True)
 
     data = sub.add_parser("data", help="data sets").add_subparsers(dest="data_command", required=True)
@@ -160,26 +138,13 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--format", default=None, choices=["csv", "jsonl"], help="default: from --out's suffix, csv")
     export.set_defaults(func=cmd_events_export)
 
-    up = sub.add_parser("up", help="run Redis + the three services + the gateway locally")
-    up.add_argument("--models-dir", default="models")
-    up.add_argument("--data", default=SYNTH, help="data to train the demo bundle on when none exists")
-    up.add_argument("--replicas", action="append", default=[], help="e.g. ranking=3 (repeatable)")
-    up.add_argument(
-        "--cpu-limit",
-        action="append",
-        default=[],
-        help="cores per replica, enforced with a cgroup quota like a pod's CPU limit, e.g. ranking=0.5 "
-        "(repeatable; needs a writable cgroup, e.g. root)",
-    )
-    up.add_argument("--http-port", type=int, default=8080)
-    up.add_argument("--grpc-port", type=int, default=50050)
-    up.add_argument("--redis-url", default=None, help="use this Redis instead of starting a private one")
-    up.set_defaults(func=cmd_up)
+    for extend in extensions:
+        extend(sub)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: list[str] | None = None, extensions: Sequence[Extension] = ()) -> int:
+    args = build_parser(extensions).parse_args(argv)
     try:
         return int(args.func(args))
     except (ValueError, OSError) as e:  # bad data, bad bundle, missing file: one clear line, no traceback

@@ -1,9 +1,7 @@
 """`recmesh events export`: every visitor's recorded events, from Redis to a file `recmesh train` reads.
 
-The gateway keeps each visitor's recent events in a Redis list, ``recmesh:events:{user_id}``, newest first, one
-JSON object per event (``item_id``, ``type``, ``timestamp_ms``, ``session_id``). This module owns that layout
-(the gateway imports it from here, as it imports the version pointer from :mod:`recmesh.publish`) and turns it
-back into an event log: all visitors (SCAN, never KEYS), each visitor's events oldest first.
+The gateway keeps each visitor's recent events in a Redis list (the layout and the codec are
+recmesh/redis_layout.py's). This module turns them back into an event log: all visitors (SCAN, never KEYS), each visitor's events oldest first.
 
     recmesh events export --redis-url redis://localhost:6379/0 --out events.csv
     recmesh train --data events.csv          # one sequence per session id (visitors without one: per visitor)
@@ -26,29 +24,11 @@ from typing import Any
 
 import orjson
 
-EVENTS_KEY = "recmesh:events:{user_id}"
-EVENTS_KEY_PREFIX = "recmesh:events:"
-EVENTS_KEY_PATTERN = EVENTS_KEY_PREFIX + "*"
+from recmesh.redis_layout import EVENTS_KEY_PATTERN, decode_events, user_of_events_key
+
 CSV_HEADER = ("session_id", "user_id", "item_id", "timestamp", "event_type")
 FORMATS = ("csv", "jsonl")
 KEYS_PER_ROUND_TRIP = 500
-
-
-def decode_events(raw: list[bytes]) -> list[dict[str, Any]]:
-    """A visitor's list as LRANGE returns it (newest first) -> its events oldest first (by timestamp, then
-    arrival). Entries not written by the gateway are skipped rather than failing a recommendation or an export."""
-    events = []
-    for entry in reversed(raw):  # arrival order, oldest first
-        try:
-            value = orjson.loads(entry)
-        except orjson.JSONDecodeError:
-            continue
-        if isinstance(value, dict) and isinstance(value.get("item_id"), str):
-            if not isinstance(value.get("timestamp_ms"), int):
-                value["timestamp_ms"] = 0
-            events.append(value)
-    events.sort(key=lambda e: e["timestamp_ms"])  # stable: equal timestamps keep arrival order
-    return events
 
 
 @dataclass(frozen=True)
@@ -76,7 +56,7 @@ def visitors(client: Any, scan_count: int = 1000) -> Iterator[tuple[str, list[di
         for key, raw in zip(batch, pipe.execute(), strict=True):
             events = decode_events(raw)
             if events:
-                yield key.decode()[len(EVENTS_KEY_PREFIX) :], events
+                yield user_of_events_key(key), events
         batch.clear()
 
     for key in client.scan_iter(match=EVENTS_KEY_PATTERN, count=scan_count, _type="list"):

@@ -1,11 +1,6 @@
 """`recmesh publish`: push a bundle's item vectors into Redis, then flip the version pointer.
 
-Key layout (ARCHITECTURE §3), every key namespaced by version so two versions live side by side:
-
-    recmesh:{version}:emb:{item_id}  raw little-endian float32 bytes of the item's unit vector (vectors.npy row)
-    recmesh:{version}:meta           hash: dim, items, published_at (unix seconds)
-    recmesh:current_version          the published version (no TTL: it is state, not cache)
-
+The keys are recmesh/redis_layout.py's, every one namespaced by version so two versions live side by side.
 Vectors and meta get a TTL (they can be rebuilt from the bundle), refreshed by every publish of that version.
 The pointer is written by ONE `SET` after every vector batch succeeded, so a reader that sees the new version
 finds all of its vectors; a bundle that fails validation, or a write that fails halfway, leaves it untouched.
@@ -24,22 +19,12 @@ from tqdm import tqdm
 
 from recmesh import bundle
 from recmesh.bundle import BundleError
+from recmesh.redis_layout import POINTER_KEY, VECTOR_DTYPE, VECTOR_TTL_S, meta_key, vector_key
 
-POINTER_KEY = "recmesh:current_version"
-DEFAULT_TTL_S = 7 * 24 * 3600
-VECTOR_DTYPE = np.dtype("<f4")
 
 
 class RedisUnavailable(ConnectionError):
     """Redis could not be reached, or failed during the publish (the pointer was not moved)."""
-
-
-def vector_key(version: str, item_id: str) -> str:
-    return f"recmesh:{version}:emb:{item_id}"
-
-
-def meta_key(version: str) -> str:
-    return f"recmesh:{version}:meta"
 
 
 def current_version(client: redis.Redis) -> str | None:
@@ -92,7 +77,7 @@ def publish(
     redis_url: str,
     batch: int = 5000,
     progress: bool = True,
-    ttl_s: int = DEFAULT_TTL_S,
+    ttl_s: int = VECTOR_TTL_S,
 ) -> str:
     """Write the bundle's vectors and meta to Redis, then point `recmesh:current_version` at it; return the version.
 

@@ -1,1 +1,1 @@
-"""Generated gRPC / protobuf stubs for recmesh.v1 (run `python -m recmesh.protos`)."""
+"""Generated gRPC / protobuf stubs for recmesh.v1 (run `python -m devtools.protos`)."""

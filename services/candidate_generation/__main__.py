@@ -6,9 +6,9 @@ import uvloop
 
 from services.candidate_generation.server import create_server
 from services.candidate_generation.settings import Settings
-from services.common.logs import configure_logging
-from services.common.metrics import start_metrics_server
-from services.common.server import serve_until_signal
+from serving.logs import configure_logging
+from serving.metrics import start_metrics_server
+from serving.server import serve_until_signal
 
 
 async def main() -> None:

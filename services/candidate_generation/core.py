@@ -17,8 +17,8 @@ import numpy as np
 
 from recmesh.pipeline import Model
 from recmesh.registry import ModelRegistry
-from services.common.errors import InvalidArgument
-from services.common.models import pinned_model
+from serving.errors import InvalidArgument
+from serving.models import pinned_model
 
 DEFAULT_K = 100  # k = 0 asks for this many
 MAX_K = 1000  # a larger k is capped to this

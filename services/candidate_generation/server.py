@@ -15,7 +15,7 @@ from recmesh.v1 import candidate_generation_service_pb2_grpc as pb_grpc
 from services.candidate_generation.core import CandidateGenerator
 from services.candidate_generation.servicer import SERVICE_NAME, CandidateGenerationServicer
 from services.candidate_generation.settings import Settings
-from services.common import server as common_server
+from serving import server as common_server
 
 
 async def create_server(

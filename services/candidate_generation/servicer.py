@@ -10,10 +10,10 @@ from recmesh.v1 import candidate_generation_service_pb2 as pb
 from recmesh.v1 import candidate_generation_service_pb2_grpc as pb_grpc
 from recmesh.v1 import common_pb2
 from services.candidate_generation.core import CandidateGenerator
-from services.common.errors import grpc_errors
-from services.common.logs import bind_request_id
-from services.common.metrics import observe_rpc
-from services.common.vectors import pack
+from serving.errors import grpc_errors
+from serving.logs import bind_request_id
+from serving.metrics import observe_rpc
+from serving.vectors import pack
 
 log = logging.getLogger(__name__)
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import uvloop
 
-from services.common.logs import configure_logging
-from services.common.metrics import start_metrics_server
-from services.common.server import serve_until_signal
+from serving.logs import configure_logging
+from serving.metrics import start_metrics_server
+from serving.server import serve_until_signal
 from services.embedding_store.server import create_server
 from services.embedding_store.settings import Settings
 

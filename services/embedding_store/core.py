@@ -26,10 +26,10 @@ from redis.exceptions import RedisError
 
 from recmesh.bundle import BundleError
 from recmesh.pipeline import Model
-from recmesh.publish import DEFAULT_TTL_S, POINTER_KEY, VECTOR_DTYPE, vector_key
+from recmesh.redis_layout import POINTER_KEY, VECTOR_DTYPE, VECTOR_TTL_S, vector_key
 from recmesh.registry import ModelRegistry, VersionNotAvailable
-from services.common.errors import InvalidArgument, NotFound
-from services.common.metrics import DEFAULT, Metrics
+from serving.errors import InvalidArgument, NotFound
+from serving.metrics import DEFAULT, Metrics
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ class EmbeddingStore:
         lru_size: int = 100_000,
         redis_timeout_s: float = 0.02,
         retry_after_s: float = 1.0,
-        ttl_s: int = DEFAULT_TTL_S,
+        ttl_s: int = VECTOR_TTL_S,
         metrics: Metrics | None = None,
     ) -> None:
         self.registry = registry

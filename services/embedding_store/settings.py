@@ -2,8 +2,8 @@
 
 from pydantic import Field
 
-from recmesh.publish import DEFAULT_TTL_S
-from recmesh.settings import CommonSettings
+from recmesh.redis_layout import VECTOR_TTL_S
+from serving.settings import CommonSettings
 
 
 class Settings(CommonSettings):
@@ -21,7 +21,7 @@ class Settings(CommonSettings):
         description="After a Redis failure or timeout, serve from the bundle this long before trying Redis again.",
     )
     redis_vector_ttl_s: int = Field(
-        DEFAULT_TTL_S,
+        VECTOR_TTL_S,
         gt=0,
         validation_alias="REDIS_VECTOR_TTL_S",
         description="TTL of vectors written back to Redis (publish sets the same default); they can be rebuilt.",

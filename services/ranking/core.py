@@ -17,8 +17,8 @@ import numpy as np
 
 from recmesh.pipeline import Model
 from recmesh.registry import ModelRegistry
-from services.common.errors import InvalidArgument
-from services.common.models import pinned_model
+from serving.errors import InvalidArgument
+from serving.models import pinned_model
 
 MAX_CANDIDATES = 1000  # more candidates than this is INVALID_ARGUMENT
 

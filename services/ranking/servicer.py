@@ -11,9 +11,9 @@ import numpy as np
 from recmesh.v1 import common_pb2
 from recmesh.v1 import ranking_service_pb2 as pb
 from recmesh.v1 import ranking_service_pb2_grpc as pb_grpc
-from services.common.errors import InvalidArgument, grpc_errors
-from services.common.logs import bind_request_id
-from services.common.metrics import observe_rpc
+from serving.errors import InvalidArgument, grpc_errors
+from serving.logs import bind_request_id
+from serving.metrics import observe_rpc
 from services.ranking.core import CandidateRanker
 
 log = logging.getLogger(__name__)

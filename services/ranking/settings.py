@@ -2,7 +2,7 @@
 
 from pydantic import Field
 
-from recmesh.settings import CommonSettings
+from serving.settings import CommonSettings
 
 
 class Settings(CommonSettings):

@@ -1,7 +1,7 @@
 """Exit 0 if a gRPC server reports SERVING, 1 otherwise: a container health check with no extra binary.
 
-    python -m services.common.healthcheck localhost:50053            # overall server health
-    python -m services.common.healthcheck localhost:50053 --service recmesh.v1.RankingService
+    python -m serving.healthcheck localhost:50053            # overall server health
+    python -m serving.healthcheck localhost:50053 --service recmesh.v1.RankingService
 
 It calls grpc.health.v1.Health/Check with a 1 s deadline (docker-compose's `healthcheck`; Kubernetes uses its
 native gRPC probe instead). A server that is draining after SIGTERM answers NOT_SERVING, so it fails here too.
@@ -30,7 +30,7 @@ def check(target: str, service: str = "", timeout_s: float = 1.0) -> tuple[bool,
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m services.common.healthcheck",
+        prog="python -m serving.healthcheck",
         description="Exit 0 if a gRPC server reports SERVING (grpc.health.v1), 1 otherwise.",
     )
     parser.add_argument("target", help="host:port of the gRPC server, e.g. localhost:50051")

@@ -1,7 +1,7 @@
 """Regenerate (or check) the Python stubs of the recmesh protos.
 
-    python -m recmesh.protos           # protos/recmesh/v1/*.proto -> recmesh/v1/*_pb2*.py(i)
-    python -m recmesh.protos --check   # exit 1 if the committed stubs differ from fresh ones
+    python -m devtools.protos           # protos/recmesh/v1/*.proto -> recmesh/v1/*_pb2*.py(i)
+    python -m devtools.protos --check   # exit 1 if the committed stubs differ from fresh ones
 
 The stubs are generated into the repository root with ``-Iprotos --python_out=. --pyi_out=.
 --grpc_python_out=.``, so the import path matches the proto path (``from recmesh.v1 import common_pb2``)
@@ -21,7 +21,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 PROTO_ROOT = REPO_ROOT / "protos"
 PACKAGE_DIR = Path("recmesh") / "v1"
 STUB_SUFFIXES = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py")
-INIT_TEXT = '"""Generated gRPC / protobuf stubs for recmesh.v1 (run `python -m recmesh.protos`)."""\n'
+INIT_TEXT = '"""Generated gRPC / protobuf stubs for recmesh.v1 (run `python -m devtools.protos`)."""\n'
 
 
 def proto_files(proto_root: Path = PROTO_ROOT) -> list[Path]:
@@ -85,7 +85,7 @@ def check(repo_root: Path = REPO_ROOT) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m recmesh.protos", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m devtools.protos", description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="do not write; exit 1 if committed stubs are out of date")
     args = parser.parse_args(argv)
     if args.check:
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         for problem in problems:
             print(problem, file=sys.stderr)
         if problems:
-            print("stubs are out of date: run `python -m recmesh.protos`", file=sys.stderr)
+            print("stubs are out of date: run `python -m devtools.protos`", file=sys.stderr)
             return 1
         print("stubs are up to date")
         return 0

@@ -42,13 +42,13 @@ from pydantic_settings import BaseSettings
 
 from bench.sizing import cores
 from gateway.settings import Settings as GatewaySettings
-from recmesh.settings import CommonSettings
+from serving.settings import CommonSettings
 from services.candidate_generation.settings import Settings as CandidateGenerationSettings
-from services.common import healthcheck
+from serving import healthcheck
 from services.embedding_store.settings import Settings as EmbeddingStoreSettings
 from services.ranking.settings import Settings as RankingSettings
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 OVERLAYS = {"base": Path("k8s/base"), "dev": Path("k8s/overlays/dev"), "prod": Path("k8s/overlays/prod")}
@@ -782,7 +782,7 @@ def test_compose_services_wait_for_the_bundle_and_check_health() -> None:
                 "CMD",
                 "python",
                 "-m",
-                "services.common.healthcheck",
+                "serving.healthcheck",
                 f"localhost:{named_ports(name)['grpc']}",
             ]
     for name, service in services.items():
@@ -851,7 +851,7 @@ def test_dockerfile_passes_hadolint() -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# services.common.healthcheck, the compose health check of the gRPC services
+# serving.healthcheck, the compose health check of the gRPC services
 # ---------------------------------------------------------------------------------------------------------
 
 

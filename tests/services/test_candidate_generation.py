@@ -20,9 +20,9 @@ from services.candidate_generation import core
 from services.candidate_generation.server import create_server
 from services.candidate_generation.servicer import SERVICE_NAME
 from services.candidate_generation.settings import Settings
-from services.common.errors import InvalidArgument
-from services.common.vectors import pack
-from tests.stage_services_helpers import sample_sessions, two_version_models_dir
+from serving.errors import InvalidArgument
+from serving.vectors import pack
+from tests.helpers import sample_sessions, two_version_models_dir
 
 session_loop = pytest.mark.asyncio(loop_scope="session")  # grpc.aio objects stay on one loop
 Stub = pb_grpc.CandidateGenerationServiceStub

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from recmesh.pipeline import Model
 from recmesh.registry import ModelRegistry, VersionNotAvailable
-from services.common.errors import NotFound
+from serving.errors import NotFound
 
 
 async def pinned_model(registry: ModelRegistry, version: str = "") -> Model:

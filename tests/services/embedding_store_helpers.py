@@ -1,4 +1,4 @@
-"""Helpers for the embedding-store and publish tests: bundle copies, a running store, Redis probes.
+"""Helpers for the embedding-store tests: a running store, Redis probes.
 
 Each test module talks to its own Redis database of the shared session `redis_server`, so flushing it or moving
 its version pointer never touches what other tests see in db 0.
@@ -7,9 +7,7 @@ its version pointer never touches what other tests see in db 0.
 from __future__ import annotations
 
 import contextlib
-import json
-import shutil
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,31 +17,13 @@ import numpy as np
 import redis
 from prometheus_client import CollectorRegistry
 
-from recmesh import bundle
 from recmesh.v1 import embedding_store_service_pb2 as pb
 from recmesh.v1 import embedding_store_service_pb2_grpc as pb_grpc
-from services.common.metrics import Metrics
-from services.common.server import shutdown
+from serving.metrics import Metrics
+from serving.server import shutdown
 from services.embedding_store.core import EmbeddingStore
 from services.embedding_store.server import create_server
 from services.embedding_store.settings import Settings
-
-
-def redis_url(server: Any, db: int) -> str:
-    return f"redis://127.0.0.1:{server.port}/{db}"
-
-
-def copy_bundle(src: Path, models_dir: Path, version: str, mutate: Callable[[Path], None] | None = None) -> Path:
-    """A sealed copy of `src` under models_dir/<version>/ with that version in its manifest; `mutate(dir)` runs
-    before sealing (so the copy stays a valid bundle whatever it changed)."""
-    dst = Path(models_dir) / version
-    shutil.copytree(src, dst)
-    manifest = json.loads((dst / bundle.MANIFEST).read_text())
-    (dst / bundle.MANIFEST).unlink()
-    if mutate is not None:
-        mutate(dst)
-    bundle.seal(dst, {**manifest, "version": version})
-    return dst
 
 
 def cmdstat_calls(client: redis.Redis, command: str) -> int:

@@ -1,4 +1,4 @@
-"""services.common against real gRPC servers on loopback (port 0)."""
+"""serving against real gRPC servers on loopback (port 0)."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from recmesh.v1 import (
     recommendation_service_pb2,
     recommendation_service_pb2_grpc,
 )
-from services.common import errors, logs, metrics, server, vectors
+from serving import errors, logs, metrics, server, vectors
 
 session_loop = pytest.mark.asyncio(loop_scope="session")  # grpc.aio objects stay on one loop
 
@@ -133,7 +133,7 @@ async def test_unexpected_exception_becomes_internal_without_traceback(caplog):
     async with running_store() as (port, *_), grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         stub = embedding_store_service_pb2_grpc.EmbeddingStoreServiceStub(channel)
         with (
-            caplog.at_level(logging.ERROR, logger="services.common.errors"),
+            caplog.at_level(logging.ERROR, logger="serving.errors"),
             pytest.raises(grpc.aio.AioRpcError) as info,
         ):
             await stub.GetEmbeddings(request("boom"), timeout=5, metadata=(("x-request-id", "req-42"),))

@@ -12,9 +12,11 @@ import pytest
 import redis
 
 from recmesh import publish as pub
-from services.common.vectors import unpack
+from recmesh import redis_layout as layout
+from serving.vectors import unpack
 from services.embedding_store.core import Lru
-from tests.embedding_store_helpers import cmdstat_calls, copy_bundle, counter, redis_url, rows_bytes, running_store
+from tests.helpers import copy_bundle, redis_url
+from tests.services.embedding_store_helpers import cmdstat_calls, counter, rows_bytes, running_store
 
 session_loop = pytest.mark.asyncio(loop_scope="session")
 DB = 3
@@ -130,9 +132,9 @@ async def test_redis_miss_reads_the_bundle_and_writes_back(models_dir, model, ur
         assert_bundle_vectors(reply, model, ids)
         assert s.store.stats.bundle_reads == 20
         await asyncio.gather(*s.store._pending)
-    stored = client.mget([pub.vector_key(model.version, i) for i in ids])
+    stored = client.mget([layout.vector_key(model.version, i) for i in ids])
     assert b"".join(stored) == reply.vectors
-    assert client.ttl(pub.vector_key(model.version, ids[0])) > 0
+    assert client.ttl(layout.vector_key(model.version, ids[0])) > 0
 
 
 @session_loop
@@ -200,12 +202,12 @@ async def test_the_published_pointer_decides_the_current_version(bundle_path, mo
         pub.publish(models / newer, url, progress=False)
         await _until(s, ids, newer)
 
-        client.set(pub.POINTER_KEY, "not-on-this-disk")  # published somewhere this replica cannot load
+        client.set(layout.POINTER_KEY, "not-on-this-disk")  # published somewhere this replica cannot load
         await _until(s, ids, newer)
         await asyncio.sleep(0.3)
         assert (await s.get(ids)).model_version == newer  # the registry's current, not an error
 
-        client.set(pub.POINTER_KEY, model.version)
+        client.set(layout.POINTER_KEY, model.version)
         await _until(s, ids, model.version)
 
 

@@ -36,8 +36,8 @@ from gateway.events import EventStore
 from gateway.grpc_api import SERVICE_NAME, create_grpc_server
 from gateway.settings import Settings
 from recmesh.v1 import common_pb2, recommendation_service_pb2, recommendation_service_pb2_grpc
-from services.common import vectors
-from services.common.server import make_channel
+from serving import vectors
+from serving.server import make_channel
 from tests.conftest import free_port
 
 session_loop = pytest.mark.asyncio(loop_scope="session")

@@ -20,10 +20,10 @@ import numpy as np
 import pytest
 
 from recmesh.publish import publish
-from recmesh.up import LocalStack
+from devtools.stack import LocalStack
 from recmesh.v1 import recommendation_service_pb2 as pb
 from recmesh.v1 import recommendation_service_pb2_grpc as pb_grpc
-from tests.stage_services_helpers import sample_sessions, two_version_models_dir
+from tests.helpers import sample_sessions, two_version_models_dir
 
 pytestmark = pytest.mark.integration
 

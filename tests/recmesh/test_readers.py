@@ -15,7 +15,7 @@ from recmesh.data.readers import (
     read_user_lines,
 )
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
 def write(path: Path, text: str) -> Path:

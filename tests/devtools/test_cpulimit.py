@@ -10,7 +10,7 @@ import time
 import pytest
 
 from recmesh import cpulimit
-from recmesh.up import parse_cpu_limits
+from devtools.up import parse_cpu_limits
 
 
 def test_cpu_limit_specs_are_parsed_and_bad_ones_named():

@@ -1,11 +1,12 @@
-"""`recmesh up`: the whole stack as local processes — Redis, the three services (with replicas), the gateway.
+"""The whole stack as local processes: Redis, the three services (with replicas), the gateway.
 
-`LocalStack` is also what the integration tests and the load benchmark start, so they run exactly what a user runs.
+`LocalStack` is what `recmesh up`, the integration tests and the benchmarks start, so they run exactly what a user
+runs. It starts the services by module name (`python -m services.ranking`): the runner sits above everything it
+runs and imports none of it.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import signal
@@ -22,7 +23,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from recmesh import bundle
-from recmesh.cpulimit import KUBERNETES_PERIOD_US, CpuLimit
+from devtools.cpulimit import KUBERNETES_PERIOD_US, CpuLimit
 
 SERVICES = ("embedding_store", "candidate_generation", "ranking")
 REDIS_HINT = (
@@ -235,84 +236,3 @@ def _wait(check, timeout: float, what: str) -> None:  # type: ignore[no-untyped-
             return
         time.sleep(0.1)
     raise TimeoutError(f"{what} not healthy after {timeout:.0f}s")
-
-
-def parse_replicas(specs: list[str]) -> dict[str, int]:
-    replicas = {}
-    for spec in specs:
-        name, _, count = spec.partition("=")
-        service = name.replace("-", "_")
-        if service not in SERVICES or not count.isdigit() or int(count) < 1:
-            raise ValueError(f"--replicas {spec!r}: expected <service>=<n> with service in {', '.join(SERVICES)}")
-        replicas[service] = int(count)
-    return replicas
-
-
-def parse_cpu_limits(specs: list[str]) -> dict[str, float]:
-    """`ranking=0.5` -> {"ranking": 0.5}: cores per replica, for the three services and the gateway."""
-    limits = {}
-    for spec in specs:
-        name, _, value = spec.partition("=")
-        service = name.replace("-", "_")
-        try:
-            cores = float(value)
-        except ValueError:
-            cores = 0.0
-        if service not in (*SERVICES, "gateway") or not 0 < cores <= 1024:
-            raise ValueError(
-                f"--cpu-limit {spec!r}: expected <service>=<cores> with service in "
-                f"{', '.join((*SERVICES, 'gateway'))} and cores > 0, e.g. ranking=0.5"
-            )
-        limits[service] = cores
-    return limits
-
-
-def run(args: argparse.Namespace) -> int:
-    models_dir = Path(args.models_dir)
-    replicas, cpu_limits = parse_replicas(args.replicas), parse_cpu_limits(args.cpu_limit)  # before any work
-    if not bundle.list_versions(models_dir):
-        from recmesh.cli import load_dataset
-        from recmesh.train.run import train_bundle
-
-        print(f"no bundle in {models_dir}: training a demo bundle on {args.data}", file=sys.stderr)
-        train_bundle(load_dataset(args.data), models_dir)
-    stack = LocalStack(
-        models_dir.resolve(), replicas, args.http_port, args.grpc_port, args.redis_url, cpu_limits=cpu_limits
-    )
-    print("starting redis, embedding-store, candidate-generation, ranking, gateway ...", file=sys.stderr)
-    stack.start()
-    model = bundle.resolve(models_dir)
-    items = (model / "items.txt").read_text().split("\n")[:2]
-    print(
-        f"""
-recmesh is up (model {model.name}); logs in {stack.log_dir}
-  REST  {stack.http_url}   (OpenAPI: {stack.http_url}/docs, metrics: {stack.http_url}/metrics)
-  gRPC  {stack.grpc_address}   (reflection on: grpcurl -plaintext {stack.grpc_address} list)
-  redis {stack.redis_url}
-Try:
-  curl -s {stack.http_url}/v1/recommend -d '{{"session": ["{items[0]}", "{items[1]}"], "k": 10}}'
-  curl -s {stack.http_url}/v1/items/{items[0]}/similar?k=5
-  curl -s {stack.http_url}/v1/events -d '{{"user_id": "u1", "item_id": "{items[0]}", "type": "view"}}'
-  curl -s {stack.http_url}/v1/recommend -d '{{"user_id": "u1", "k": 5}}'
-Ctrl-C stops everything.""",
-        flush=True,
-    )
-    stopping = False
-
-    def on_signal(signum: int, frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
-    try:
-        while not stopping:
-            for process in stack.processes:
-                if process.popen.poll() is not None:
-                    print(f"{process.name} exited ({process.popen.returncode}); stopping", file=sys.stderr)
-                    stopping = True
-            time.sleep(0.5)
-    finally:
-        print("stopping ...", file=sys.stderr)
-        stack.stop()
-    return 0

@@ -10,9 +10,10 @@ import pytest
 import redis
 
 from recmesh import publish as pub
+from recmesh import redis_layout as layout
 from recmesh.bundle import BundleError
 from tests.conftest import free_port
-from tests.embedding_store_helpers import copy_bundle, redis_url
+from tests.helpers import copy_bundle, redis_url
 
 DB = 4
 
@@ -36,19 +37,19 @@ def test_publish_writes_every_vector_bitwise_with_ttl_meta_and_pointer(bundle_pa
 
     assert version == model.version
     assert pub.current_version(client) == version
-    keys = [pub.vector_key(version, item) for item in model.item_ids]
+    keys = [layout.vector_key(version, item) for item in model.item_ids]
     values = client.mget(keys)
     stored = np.frombuffer(b"".join(values), dtype="<f4").reshape(model.n_items, model.dim)
     assert stored.tobytes() == np.ascontiguousarray(model.space.vectors, dtype="<f4").tobytes()
-    assert 0 < client.ttl(keys[0]) <= pub.DEFAULT_TTL_S
-    meta = client.hgetall(pub.meta_key(version))
+    assert 0 < client.ttl(keys[0]) <= layout.VECTOR_TTL_S
+    meta = client.hgetall(layout.meta_key(version))
     assert int(meta[b"dim"]) == model.dim and int(meta[b"items"]) == model.n_items and int(meta[b"published_at"]) > 0
-    assert client.ttl(pub.POINTER_KEY) == -1  # the pointer is state, not cache
+    assert client.ttl(layout.POINTER_KEY) == -1  # the pointer is state, not cache
 
 
 def test_republishing_refreshes_the_ttl(bundle_path, model, url, client):
     pub.publish(bundle_path, url, progress=False, ttl_s=100)
-    key = pub.vector_key(model.version, model.item_ids[0])
+    key = layout.vector_key(model.version, model.item_ids[0])
     assert client.ttl(key) <= 100
     pub.publish(bundle_path, url, progress=False)
     assert client.ttl(key) > 100
@@ -70,7 +71,7 @@ def test_pointer_flips_only_after_every_vector_batch_is_written(bundle_path, mod
     assert version == model.version + "-next"
     assert len(seen) == -(-model.n_items // 300) and set(seen) == {model.version}
     assert pub.current_version(client) == version
-    assert client.exists(*[pub.vector_key(version, item) for item in model.item_ids]) == model.n_items
+    assert client.exists(*[layout.vector_key(version, item) for item in model.item_ids]) == model.n_items
 
 
 def test_tampered_bundle_is_refused_and_pointer_stays(bundle_path, model, url, client, tmp_path):

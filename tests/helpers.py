@@ -1,13 +1,33 @@
-"""Helpers for the candidate-generation and ranking service tests: a two-version models dir, sample sessions."""
+"""Helpers shared by test folders: bundle copies, a two-version models dir, sample sessions, a Redis db url."""
 
 from __future__ import annotations
 
 import functools
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+from recmesh import bundle
 from recmesh.bundle import MANIFEST
+
+
+def redis_url(server: Any, db: int) -> str:
+    return f"redis://127.0.0.1:{server.port}/{db}"
+
+
+def copy_bundle(src: Path, models_dir: Path, version: str, mutate: Callable[[Path], None] | None = None) -> Path:
+    """A sealed copy of `src` under models_dir/<version>/ with that version in its manifest; `mutate(dir)` runs
+    before sealing (so the copy stays a valid bundle whatever it changed)."""
+    dst = Path(models_dir) / version
+    shutil.copytree(src, dst)
+    manifest = json.loads((dst / bundle.MANIFEST).read_text())
+    (dst / bundle.MANIFEST).unlink()
+    if mutate is not None:
+        mutate(dst)
+    bundle.seal(dst, {**manifest, "version": version})
+    return dst
 
 
 def two_version_models_dir(bundle_path: Path, dest: Path) -> tuple[Path, str, str]:

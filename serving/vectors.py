@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from services.common.errors import InvalidArgument
+from serving.errors import InvalidArgument
 
 WIRE_DTYPE = np.dtype("<f4")
 

@@ -20,7 +20,7 @@ import grpc
 import grpc.aio
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, start_http_server
 
-from services.common.errors import grpc_status_of
+from serving.errors import grpc_status_of
 
 F = TypeVar("F", bound=Callable[..., Any])
 

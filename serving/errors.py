@@ -18,7 +18,7 @@ from typing import Any, TypeVar, cast
 import grpc
 import grpc.aio
 
-from services.common.logs import get_request_id
+from serving.logs import get_request_id
 
 logger = logging.getLogger(__name__)
 

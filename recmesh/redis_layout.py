@@ -1,0 +1,74 @@
+"""Everything recmesh keeps in Redis: the key layout, the TTLs and the byte formats, in one place.
+
+    recmesh:current_version                  the published version (no TTL: state, not cache); `recmesh publish`
+                                             flips it with one SET once every vector of the version is in
+    recmesh:{version}:emb:{item_id}          raw little-endian float32 bytes of the item's unit vector (the
+                                             bundle's vectors.npy row); TTL VECTOR_TTL_S, rebuilt from the bundle
+    recmesh:{version}:meta                   hash: dim, items, published_at (unix seconds); TTL VECTOR_TTL_S
+    recmesh:events:{user_id}                 list, newest first: one JSON object per event (item_id, type,
+                                             timestamp_ms, session_id); trimmed to the newest N, TTL EVENTS_TTL_S
+    recmesh:ratelimit:events:{user_id}:{s}   events counted in unix second s (not under recmesh:events:, so an
+                                             export's SCAN skips it)
+
+Writers: `recmesh publish` (vectors, meta, pointer), the gateway (events, rate counters), the embedding store
+(vector write-backs). Readers: the embedding store (vectors, pointer), the gateway (events, pointer),
+`recmesh events export` (events).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import orjson
+
+POINTER_KEY = "recmesh:current_version"
+VECTOR_TTL_S = 7 * 24 * 3600
+VECTOR_DTYPE = np.dtype("<f4")  # also the wire format: a vector read from Redis goes on the wire as it is
+
+EVENTS_KEY_PREFIX = "recmesh:events:"
+EVENTS_KEY_PATTERN = EVENTS_KEY_PREFIX + "*"
+EVENTS_TTL_S = 30 * 24 * 3600  # a visitor's history expires 30 days after their last event
+RATE_WINDOW_TTL_S = 2  # a one-second rate counter outlives its second by one
+
+
+def vector_key(version: str, item_id: str) -> str:
+    return f"recmesh:{version}:emb:{item_id}"
+
+
+def meta_key(version: str) -> str:
+    return f"recmesh:{version}:meta"
+
+
+def events_key(user_id: str) -> str:
+    return EVENTS_KEY_PREFIX + user_id
+
+
+def user_of_events_key(key: bytes) -> str:
+    return key.decode()[len(EVENTS_KEY_PREFIX) :]
+
+
+def rate_key(user_id: str, second: int) -> str:
+    return f"recmesh:ratelimit:events:{user_id}:{second}"
+
+
+def encode_event(item_id: str, type: str, timestamp_ms: int, session_id: str) -> bytes:
+    """One entry of a visitor's list (the user id is the key's)."""
+    return orjson.dumps({"item_id": item_id, "type": type, "timestamp_ms": timestamp_ms, "session_id": session_id})
+
+
+def decode_events(raw: list[bytes]) -> list[dict[str, Any]]:
+    """A visitor's list as LRANGE returns it (newest first) -> its events oldest first (by timestamp, then
+    arrival). Entries not written by the gateway are skipped rather than failing a recommendation or an export."""
+    events = []
+    for entry in reversed(raw):  # arrival order, oldest first
+        try:
+            value = orjson.loads(entry)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(value, dict) and isinstance(value.get("item_id"), str):
+            if not isinstance(value.get("timestamp_ms"), int):
+                value["timestamp_ms"] = 0
+            events.append(value)
+    events.sort(key=lambda e: e["timestamp_ms"])  # stable: equal timestamps keep arrival order
+    return events

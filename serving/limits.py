@@ -1,0 +1,48 @@
+"""Every cap and default of recmesh's public API, in one place.
+
+The REST schemas (gateway/schemas.py), the gRPC adapters, the gateway's checks and the stage services all read
+these names; the proto comments and the OpenAPI document state the same numbers (tests/serving/test_limits.py
+checks that they agree). REST and gRPC treat a value out of range the same way: INVALID_ARGUMENT / 400 naming
+the range, never a silent clamp. In proto3 an unset number is 0, so there 0 means "the default".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from recmesh.pipeline import MAX_SESSION  # the most recent session items a query uses (the offline pipeline's)
+
+__all__ = ["MAX_SESSION"]  # re-exported: a cap of the API as much as of the pipeline
+
+# -- ids -----------------------------------------------------------------------------------------------------
+MAX_ID_LEN = 256  # characters of an item, user or session id
+MAX_VERSION_LEN = 128  # characters of a model version
+MAX_QUERY_DIM = 4096  # values of a query vector a caller brings (the model's own dimension is checked too)
+
+# -- Recommend ----------------------------------------------------------------------------------------------
+DEFAULT_K = 10  # items per recommendation (and per GetSimilarItems)
+MAX_K = 200
+MAX_CANDIDATE_COUNT = 1000  # options.candidate_count: candidates retrieved before ranking
+DEFAULT_CANDIDATE_COUNT = 200  # for a bundle whose manifest does not say (params.candidates)
+MAX_EXCLUDE = 1000  # options.exclude_item_ids (and RetrieveCandidates.exclude_item_ids)
+DEFAULT_BUDGET_MS = 200  # end to end; the gateway's BUDGET_MS
+MAX_BUDGET_MS = 10_000
+
+# -- every stage on its own -----------------------------------------------------------------------------------
+MAX_ITEMS = 1000  # item ids per embeddings or candidates call; candidates per rank call
+CANDIDATES_DEFAULT_K = 100  # FindCandidates / RetrieveCandidates
+CANDIDATES_MAX_K = 1000
+RANK_MAX_K = MAX_ITEMS  # RankCandidates / Rank: 0 = all
+
+# -- events -------------------------------------------------------------------------------------------------
+EVENT_TYPES = ("view", "click", "add_to_cart", "purchase")
+DEFAULT_EVENT_WEIGHTS: Mapping[str, float] = {"view": 1.0, "click": 1.5, "add_to_cart": 2.0, "purchase": 3.0}
+MAX_EVENTS_PER_CALL = 500  # one REST call ({"events": [...]})
+MAX_EVENTS_PER_STREAM = 10_000  # one gRPC RecordEvents stream
+DEFAULT_EVENTS_PER_VISITOR = 100  # kept per visitor, newest first (the gateway's EVENTS_PER_USER)
+DEFAULT_EVENT_RATE_LIMIT = 100  # events per visitor per second (EVENT_RATE_LIMIT): one full history
+MAX_FUTURE_MS = 24 * 3600 * 1000  # timestamps more than a day ahead are the caller's mistake
+MIN_TIMESTAMP_MS = 946_684_800_000  # 2000-01-01T00:00:00Z: anything older is a mistake (often seconds, not ms)
+
+# -- transport ----------------------------------------------------------------------------------------------
+MAX_BODY_BYTES = 1024 * 1024  # a REST request body
