@@ -362,8 +362,8 @@ def write_section(doc: Path, marker: str, body: str) -> None:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from recmesh import bundle
     from devtools.stack import LocalStack
+    from recmesh import bundle
 
     with tempfile.TemporaryDirectory(prefix="recmesh-bench-events-") as tmp:
         models = Path(args.models_dir) if args.models_dir else tiny_bundle(Path(tmp) / "models")

@@ -32,9 +32,9 @@ def rss_bytes(pid: int) -> int:
 def measure(items: int, cache: Path, epochs: int, load_s: float) -> dict[str, Any]:
     import redis
 
+    from devtools.stack import LocalStack
     from recmesh import bundle
     from recmesh.publish import publish
-    from devtools.stack import LocalStack
 
     models_dir, generated = bench_bundle(items, cache, epochs=epochs)
     path = bundle.resolve(models_dir)

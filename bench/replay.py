@@ -32,6 +32,7 @@ import httpx
 import numpy as np
 
 from bench.events import write_section
+from devtools.stack import LocalStack
 from gateway.core import MAX_EVENTS as REST_BATCH
 from gateway.events import MAX_EVENTS
 from recmesh.bundle import load_manifest
@@ -40,7 +41,6 @@ from recmesh.data.sessions import Dataset
 from recmesh.evaluate.protocol import leave_one_out
 from recmesh.evaluate.run import evaluate
 from recmesh.pipeline import MAX_SESSION, Model, load_model
-from devtools.stack import LocalStack
 
 # The replay checks equality, not latency: no answer may degrade because the machine is busy (a history read
 # that times out would recommend without it), so the budget and the gateway's Redis timeout are generous.

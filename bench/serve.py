@@ -428,9 +428,9 @@ def knee(steps: list[dict[str, Any]]) -> float | None:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from recmesh import bundle
     from devtools.stack import LocalStack
     from devtools.up import parse_replicas
+    from recmesh import bundle
 
     cache = Path(args.cache)
     if args.models_dir:

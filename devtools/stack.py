@@ -22,8 +22,8 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from recmesh import bundle
 from devtools.cpulimit import KUBERNETES_PERIOD_US, CpuLimit
+from recmesh import bundle
 
 SERVICES = ("embedding_store", "candidate_generation", "ranking")
 REDIS_HINT = (

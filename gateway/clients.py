@@ -174,7 +174,6 @@ class CandidateGenerationClient:
             k=k,
             exclude_item_ids=exclude_item_ids,
             model_version=model_version,
-            packed=True,
         )
         try:
             reply = await self._stub.RetrieveCandidates(
@@ -182,8 +181,6 @@ class CandidateGenerationClient:
             )
         except grpc.aio.AioRpcError as err:
             raise _error(CANDIDATE_GENERATION, err) from err
-        if reply.candidates:  # a server that predates the packed form
-            return _scored(reply.candidates, reply.model_version, reply.unknown_item_ids)
         scores = vectors.unpack(reply.scores, 1)[:, 0] if reply.scores else np.zeros(0, np.float32)
         if len(scores) != len(reply.item_ids):
             raise UpstreamError(CANDIDATE_GENERATION, "INTERNAL", f"{len(reply.item_ids)} ids but {len(scores)} scores")
@@ -209,7 +206,7 @@ class RankingClient:
         _check_time(RANKING, timeout_s)
         if len(candidate_ids) != len(candidate_scores):
             raise ValueError(f"{len(candidate_ids)} candidates but {len(candidate_scores)} scores")
-        request = ranking_service_pb2.RankRequest(  # the packed form: no message per candidate
+        request = ranking_service_pb2.RankRequest(
             session_item_ids=session_item_ids,
             k=k,
             model_version=model_version,

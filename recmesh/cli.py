@@ -84,7 +84,6 @@ def cmd_events_export(args: argparse.Namespace) -> int:
     return export(args.redis_url, args.out, args.format)
 
 
-
 def build_parser(extensions: Sequence[Extension] = ()) -> argparse.ArgumentParser:
     """The parser of every library command; each extension adds its own subcommands."""
     from recmesh.train.embeddings import Word2VecParams

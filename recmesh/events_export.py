@@ -1,7 +1,8 @@
 """`recmesh events export`: every visitor's recorded events, from Redis to a file `recmesh train` reads.
 
 The gateway keeps each visitor's recent events in a Redis list (the layout and the codec are
-recmesh/redis_layout.py's). This module turns them back into an event log: all visitors (SCAN, never KEYS), each visitor's events oldest first.
+recmesh/redis_layout.py's). This module turns them back into an event log: all visitors (SCAN, never KEYS),
+each visitor's events oldest first.
 
     recmesh events export --redis-url redis://localhost:6379/0 --out events.csv
     recmesh train --data events.csv          # one sequence per session id (visitors without one: per visitor)

@@ -22,7 +22,6 @@ from recmesh.bundle import BundleError
 from recmesh.redis_layout import POINTER_KEY, VECTOR_DTYPE, VECTOR_TTL_S, meta_key, vector_key
 
 
-
 class RedisUnavailable(ConnectionError):
     """Redis could not be reached, or failed during the publish (the pointer was not moved)."""
 

@@ -12,9 +12,10 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from recmesh.redis_layout import VECTOR_DTYPE
 from serving.errors import InvalidArgument
 
-WIRE_DTYPE = np.dtype("<f4")
+WIRE_DTYPE = VECTOR_DTYPE  # a vector read from Redis goes on the wire as it is
 
 
 def pack(array: ArrayLike) -> bytes:

@@ -22,20 +22,19 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
-from recmesh.v1 import common_pb2 as recmesh_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n-recmesh/v1/candidate_generation_service.proto\x12\nrecmesh.v1\x1a\x17recmesh/v1/common.proto\"\x8f\x01\n\x19RetrieveCandidatesRequest\x12\x14\n\x0cquery_vector\x18\x01 \x01(\x0c\x12\x10\n\x08item_ids\x18\x02 \x03(\t\x12\t\n\x01k\x18\x03 \x01(\x05\x12\x18\n\x10\x65xclude_item_ids\x18\x04 \x03(\t\x12\x15\n\rmodel_version\x18\x05 \x01(\t\x12\x0e\n\x06packed\x18\x06 \x01(\x08\"\x9a\x01\n\x1aRetrieveCandidatesResponse\x12)\n\ncandidates\x18\x01 \x03(\x0b\x32\x15.recmesh.v1.ItemScore\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x18\n\x10unknown_item_ids\x18\x03 \x03(\t\x12\x10\n\x08item_ids\x18\x04 \x03(\t\x12\x0e\n\x06scores\x18\x05 \x01(\x0c\x32\x81\x01\n\x1a\x43\x61ndidateGenerationService\x12\x63\n\x12RetrieveCandidates\x12%.recmesh.v1.RetrieveCandidatesRequest\x1a&.recmesh.v1.RetrieveCandidatesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n-recmesh/v1/candidate_generation_service.proto\x12\nrecmesh.v1\"\x8d\x01\n\x19RetrieveCandidatesRequest\x12\x14\n\x0cquery_vector\x18\x01 \x01(\x0c\x12\x10\n\x08item_ids\x18\x02 \x03(\t\x12\t\n\x01k\x18\x03 \x01(\x05\x12\x18\n\x10\x65xclude_item_ids\x18\x04 \x03(\t\x12\x15\n\rmodel_version\x18\x05 \x01(\tJ\x04\x08\x06\x10\x07R\x06packed\"\x81\x01\n\x1aRetrieveCandidatesResponse\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x18\n\x10unknown_item_ids\x18\x03 \x03(\t\x12\x10\n\x08item_ids\x18\x04 \x03(\t\x12\x0e\n\x06scores\x18\x05 \x01(\x0cJ\x04\x08\x01\x10\x02R\ncandidates2\x81\x01\n\x1a\x43\x61ndidateGenerationService\x12\x63\n\x12RetrieveCandidates\x12%.recmesh.v1.RetrieveCandidatesRequest\x1a&.recmesh.v1.RetrieveCandidatesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'recmesh.v1.candidate_generation_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_RETRIEVECANDIDATESREQUEST']._serialized_start=87
-  _globals['_RETRIEVECANDIDATESREQUEST']._serialized_end=230
-  _globals['_RETRIEVECANDIDATESRESPONSE']._serialized_start=233
-  _globals['_RETRIEVECANDIDATESRESPONSE']._serialized_end=387
-  _globals['_CANDIDATEGENERATIONSERVICE']._serialized_start=390
-  _globals['_CANDIDATEGENERATIONSERVICE']._serialized_end=519
+  _globals['_RETRIEVECANDIDATESREQUEST']._serialized_start=62
+  _globals['_RETRIEVECANDIDATESREQUEST']._serialized_end=203
+  _globals['_RETRIEVECANDIDATESRESPONSE']._serialized_start=206
+  _globals['_RETRIEVECANDIDATESRESPONSE']._serialized_end=335
+  _globals['_CANDIDATEGENERATIONSERVICE']._serialized_start=338
+  _globals['_CANDIDATEGENERATIONSERVICE']._serialized_end=467
 # @@protoc_insertion_point(module_scope)

@@ -47,10 +47,11 @@ class CandidateGenerationServiceServicer:
     """
 
     def RetrieveCandidates(self, request, context):
-        """Returns up to `k` items nearest to the query. Errors: INVALID_ARGUMENT
-        when both or neither query form is set, the vector dimension does not
-        match, or k is negative; NOT_FOUND when `model_version` is not loaded or
-        none of `item_ids` is known.
+        """Returns up to `k` items nearest to the query. When none of `item_ids` is
+        known the answer is empty (and lists them as unknown). Errors:
+        INVALID_ARGUMENT when both or neither query form is set, the vector
+        dimension does not match, or a number or list is out of range; NOT_FOUND
+        when `model_version` is neither loaded nor on disk.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

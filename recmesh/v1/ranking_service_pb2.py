@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from recmesh.v1 import common_pb2 as recmesh_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n recmesh/v1/ranking_service.proto\x12\nrecmesh.v1\x1a\x17recmesh/v1/common.proto\"\xa5\x01\n\x0bRankRequest\x12\x18\n\x10session_item_ids\x18\x01 \x03(\t\x12)\n\ncandidates\x18\x02 \x03(\x0b\x32\x15.recmesh.v1.ItemScore\x12\t\n\x01k\x18\x03 \x01(\x05\x12\x15\n\rmodel_version\x18\x04 \x01(\t\x12\x15\n\rcandidate_ids\x18\x05 \x03(\t\x12\x18\n\x10\x63\x61ndidate_scores\x18\x06 \x01(\x0c\"e\n\x0cRankResponse\x12$\n\x05items\x18\x01 \x03(\x0b\x32\x15.recmesh.v1.ItemScore\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x18\n\x10unknown_item_ids\x18\x03 \x03(\t2K\n\x0eRankingService\x12\x39\n\x04Rank\x12\x17.recmesh.v1.RankRequest\x1a\x18.recmesh.v1.RankResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n recmesh/v1/ranking_service.proto\x12\nrecmesh.v1\x1a\x17recmesh/v1/common.proto\"\x8c\x01\n\x0bRankRequest\x12\x18\n\x10session_item_ids\x18\x01 \x03(\t\x12\t\n\x01k\x18\x03 \x01(\x05\x12\x15\n\rmodel_version\x18\x04 \x01(\t\x12\x15\n\rcandidate_ids\x18\x05 \x03(\t\x12\x18\n\x10\x63\x61ndidate_scores\x18\x06 \x01(\x0cJ\x04\x08\x02\x10\x03R\ncandidates\"e\n\x0cRankResponse\x12$\n\x05items\x18\x01 \x03(\x0b\x32\x15.recmesh.v1.ItemScore\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x18\n\x10unknown_item_ids\x18\x03 \x03(\t2K\n\x0eRankingService\x12\x39\n\x04Rank\x12\x17.recmesh.v1.RankRequest\x1a\x18.recmesh.v1.RankResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,9 +33,9 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'recmesh.v1.ranking_service_
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_RANKREQUEST']._serialized_start=74
-  _globals['_RANKREQUEST']._serialized_end=239
-  _globals['_RANKRESPONSE']._serialized_start=241
-  _globals['_RANKRESPONSE']._serialized_end=342
-  _globals['_RANKINGSERVICE']._serialized_start=344
-  _globals['_RANKINGSERVICE']._serialized_end=419
+  _globals['_RANKREQUEST']._serialized_end=214
+  _globals['_RANKRESPONSE']._serialized_start=216
+  _globals['_RANKRESPONSE']._serialized_end=317
+  _globals['_RANKINGSERVICE']._serialized_start=319
+  _globals['_RANKINGSERVICE']._serialized_end=394
 # @@protoc_insertion_point(module_scope)

@@ -47,9 +47,10 @@ class RankingServiceServicer:
     """
 
     def Rank(self, request, context):
-        """Scores and orders `candidates`. Unknown candidate ids are dropped and
-        reported. Errors: INVALID_ARGUMENT for an empty candidate list or a
-        negative k; NOT_FOUND when `model_version` is not loaded.
+        """Scores and orders the candidates. Unknown candidate ids are dropped and
+        reported. Errors: INVALID_ARGUMENT for an empty or oversized candidate
+        list, scores that do not match the ids, or k out of range; NOT_FOUND when
+        `model_version` is neither loaded nor on disk.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -8,7 +8,6 @@ import grpc.aio
 
 from recmesh.v1 import candidate_generation_service_pb2 as pb
 from recmesh.v1 import candidate_generation_service_pb2_grpc as pb_grpc
-from recmesh.v1 import common_pb2
 from services.candidate_generation.core import CandidateGenerator
 from serving.errors import grpc_errors
 from serving.logs import bind_request_id
@@ -45,18 +44,9 @@ class CandidateGenerationServicer(pb_grpc.CandidateGenerationServiceServicer):
                 "unknown": len(found.unknown_item_ids),
             },
         )
-        if request.packed:  # ids + packed float32 scores: no message per candidate
-            return pb.RetrieveCandidatesResponse(
-                item_ids=found.item_ids,
-                scores=pack(found.scores),
-                model_version=found.model_version,
-                unknown_item_ids=found.unknown_item_ids,
-            )
         return pb.RetrieveCandidatesResponse(
-            candidates=[
-                common_pb2.ItemScore(item_id=item, score=score)
-                for item, score in zip(found.item_ids, found.scores.tolist(), strict=True)
-            ],
+            item_ids=found.item_ids,
+            scores=pack(found.scores),
             model_version=found.model_version,
             unknown_item_ids=found.unknown_item_ids,
         )

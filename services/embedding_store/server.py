@@ -9,11 +9,11 @@ from grpc_health.v1.health import HealthServicer
 
 from recmesh.registry import ModelRegistry
 from recmesh.v1 import embedding_store_service_pb2_grpc as pb_grpc
-from serving import server as common_server
-from serving.metrics import Metrics
 from services.embedding_store.core import EmbeddingStore, redis_client
 from services.embedding_store.servicer import SERVICE_NAME, EmbeddingStoreServicer
 from services.embedding_store.settings import Settings
+from serving import server as common_server
+from serving.metrics import Metrics
 
 
 async def create_server(

@@ -8,11 +8,11 @@ import grpc.aio
 
 from recmesh.v1 import embedding_store_service_pb2 as pb
 from recmesh.v1 import embedding_store_service_pb2_grpc as pb_grpc
+from services.embedding_store.core import SERVICE, EmbeddingStore
 from serving.errors import grpc_errors
 from serving.logs import bind_request_id
 from serving.metrics import observe_rpc
 from serving.vectors import pack
-from services.embedding_store.core import SERVICE, EmbeddingStore
 
 log = logging.getLogger(__name__)
 

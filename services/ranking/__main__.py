@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import uvloop
 
+from services.ranking.server import create_server
+from services.ranking.settings import Settings
 from serving.logs import configure_logging
 from serving.metrics import start_metrics_server
 from serving.server import serve_until_signal
-from services.ranking.server import create_server
-from services.ranking.settings import Settings
 
 
 async def main() -> None:

@@ -12,10 +12,10 @@ from grpc_health.v1.health import HealthServicer
 
 from recmesh.registry import ModelRegistry
 from recmesh.v1 import ranking_service_pb2_grpc as pb_grpc
-from serving import server as common_server
 from services.ranking.core import CandidateRanker
 from services.ranking.servicer import SERVICE_NAME, RankingServicer
 from services.ranking.settings import Settings
+from serving import server as common_server
 
 
 async def create_server(

@@ -6,37 +6,30 @@ import logging
 from collections.abc import Sequence
 
 import grpc.aio
-import numpy as np
 
 from recmesh.v1 import common_pb2
 from recmesh.v1 import ranking_service_pb2 as pb
 from recmesh.v1 import ranking_service_pb2_grpc as pb_grpc
+from services.ranking.core import CandidateRanker
 from serving.errors import InvalidArgument, grpc_errors
 from serving.logs import bind_request_id
 from serving.metrics import observe_rpc
-from services.ranking.core import CandidateRanker
+from serving.vectors import WIRE_DTYPE, unpack
 
 log = logging.getLogger(__name__)
-
-FLOAT32_BYTES = 4
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["RankingService"].full_name
 
 
 def candidates_of(request: pb.RankRequest) -> tuple[Sequence[str], Sequence[float]]:
-    """The candidates and their retrieval scores, from either form: `candidates` (one message each) or the
-    packed `candidate_ids` + `candidate_scores` (little-endian float32, one per id)."""
-    if not request.candidate_ids and not request.candidate_scores:
-        return [c.item_id for c in request.candidates], [c.score for c in request.candidates]
-    if request.candidates:
-        raise InvalidArgument("set candidates or candidate_ids + candidate_scores, not both")
+    """The candidate ids and their retrieval scores (packed little-endian float32, one per id)."""
     ids = request.candidate_ids
-    if len(request.candidate_scores) != FLOAT32_BYTES * len(ids):
+    if len(request.candidate_scores) != WIRE_DTYPE.itemsize * len(ids):
         raise InvalidArgument(
-            f"candidate_scores is {len(request.candidate_scores)} bytes; expected {FLOAT32_BYTES * len(ids)} "
+            f"candidate_scores is {len(request.candidate_scores)} bytes; expected {WIRE_DTYPE.itemsize * len(ids)} "
             f"(one little-endian float32 per candidate id, {len(ids)} ids)"
         )
-    return ids, np.frombuffer(request.candidate_scores, dtype="<f4").tolist()
+    return ids, unpack(request.candidate_scores, 1)[:, 0].tolist() if ids else []
 
 
 class RankingServicer(pb_grpc.RankingServiceServicer):

@@ -42,11 +42,11 @@ from pydantic_settings import BaseSettings
 
 from bench.sizing import cores
 from gateway.settings import Settings as GatewaySettings
-from serving.settings import CommonSettings
 from services.candidate_generation.settings import Settings as CandidateGenerationSettings
-from serving import healthcheck
 from services.embedding_store.settings import Settings as EmbeddingStoreSettings
 from services.ranking.settings import Settings as RankingSettings
+from serving import healthcheck
+from serving.settings import CommonSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"

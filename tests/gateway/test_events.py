@@ -38,8 +38,8 @@ from recmesh.evaluate.run import evaluate
 from recmesh.events_export import CSV_HEADER, export_events
 from recmesh.pipeline import MAX_SESSION, Model, load_model, session_query
 from recmesh.v1 import common_pb2, recommendation_service_pb2, recommendation_service_pb2_grpc
-from tests.helpers import sample_sessions
 from tests.gateway.test_gateway import STAGES, Stage, assert_error, gateway_settings, ids, start_stage
+from tests.helpers import sample_sessions
 
 session_loop = pytest.mark.asyncio(loop_scope="session")
 pb = recommendation_service_pb2

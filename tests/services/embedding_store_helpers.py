@@ -19,11 +19,11 @@ from prometheus_client import CollectorRegistry
 
 from recmesh.v1 import embedding_store_service_pb2 as pb
 from recmesh.v1 import embedding_store_service_pb2_grpc as pb_grpc
-from serving.metrics import Metrics
-from serving.server import shutdown
 from services.embedding_store.core import EmbeddingStore
 from services.embedding_store.server import create_server
 from services.embedding_store.settings import Settings
+from serving.metrics import Metrics
+from serving.server import shutdown
 
 
 def cmdstat_calls(client: redis.Redis, command: str) -> int:

@@ -13,8 +13,8 @@ import redis
 
 from recmesh import publish as pub
 from recmesh import redis_layout as layout
-from serving.vectors import unpack
 from services.embedding_store.core import Lru
+from serving.vectors import unpack
 from tests.helpers import copy_bundle, redis_url
 from tests.services.embedding_store_helpers import cmdstat_calls, counter, rows_bytes, running_store
 

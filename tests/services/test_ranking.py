@@ -23,11 +23,11 @@ from recmesh.v1 import ranking_service_pb2 as pb
 from recmesh.v1 import ranking_service_pb2_grpc as pb_grpc
 from services.candidate_generation import server as cg_server
 from services.candidate_generation.settings import Settings as CgSettings
-from serving.errors import InvalidArgument
 from services.ranking import core
 from services.ranking.server import create_server
 from services.ranking.servicer import SERVICE_NAME
 from services.ranking.settings import Settings
+from serving.errors import InvalidArgument
 from tests.helpers import sample_sessions, two_version_models_dir
 
 session_loop = pytest.mark.asyncio(loop_scope="session")  # grpc.aio objects stay on one loop

@@ -19,8 +19,8 @@ import grpc
 import numpy as np
 import pytest
 
-from recmesh.publish import publish
 from devtools.stack import LocalStack
+from recmesh.publish import publish
 from recmesh.v1 import recommendation_service_pb2 as pb
 from recmesh.v1 import recommendation_service_pb2_grpc as pb_grpc
 from tests.helpers import sample_sessions, two_version_models_dir
