@@ -61,6 +61,16 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
+def _split_lines(lines: Iterable[str], filtered: Counter[str]) -> Iterator[tuple[int, list[str]]]:
+    """(line number, whitespace-separated fields) of each line; blank lines are counted as filtered, not yielded."""
+    for lineno, line in enumerate(lines, 1):
+        fields = line.split()
+        if fields:
+            yield lineno, fields
+        else:
+            filtered["blank line"] += 1
+
+
 def _finish(
     path: Path, users: list[str], sequences: list[list[str]], filtered: Counter[str], min_length: int
 ) -> Dataset:
@@ -84,11 +94,7 @@ def read_user_lines(path: str | Path, min_length: int = 1) -> Dataset:
     filtered: Counter[str] = Counter()
     intern = sys.intern  # item ids repeat a lot: share one string object per id
     with gc_paused(), path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            fields = line.split()
-            if not fields:
-                filtered["blank line"] += 1
-                continue
+        for lineno, fields in _split_lines(f, filtered):
             if len(fields) < 2:
                 raise DataFormatError(
                     path, lineno, f"expected 'user item1 item2 ...', got {_plural(len(fields), 'field')}"
@@ -109,11 +115,7 @@ def read_pairs(path: str | Path, min_length: int = 1) -> Dataset:
     filtered: Counter[str] = Counter()
     intern = sys.intern
     with gc_paused(), path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            fields = line.split()
-            if not fields:
-                filtered["blank line"] += 1
-                continue
+        for lineno, fields in _split_lines(f, filtered):
             if len(fields) != 2:
                 raise DataFormatError(path, lineno, f"expected 'user item', got {_plural(len(fields), 'field')}")
             user, item = fields

@@ -6,85 +6,49 @@ measured against ScaNN at batch size 1 in docs/ann.md. A backend's library is im
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
-from recmesh.index.base import AnnIndex, search_excluding
-from recmesh.index.exact import ExactIndex
+from recmesh.index.base import AnnIndex, IndexBackend, search_excluding
 
-BACKENDS = ("scann", "exact", "faiss_hnsw", "faiss_ivf", "hnswlib")
+BACKENDS = ("scann", "exact", "faiss_hnsw", "faiss_ivf", "hnswlib")  # the order --index help lists them in
 
-__all__ = ["AnnIndex", "BACKENDS", "build_index", "default_params", "load_index", "search_excluding"]
+__all__ = ["AnnIndex", "BACKENDS", "backend_class", "build_index", "default_params", "load_index", "search_excluding"]
+
+
+# backend -> (module, class): a backend's library is imported the first time the backend is used.
+_CLASSES = {
+    "scann": ("recmesh.index.scann_index", "ScannIndex"),
+    "exact": ("recmesh.index.exact", "ExactIndex"),
+    "faiss_hnsw": ("recmesh.index.faiss_index", "FaissHnswIndex"),
+    "faiss_ivf": ("recmesh.index.faiss_index", "FaissIvfIndex"),
+    "hnswlib": ("recmesh.index.hnsw_index", "HnswlibIndex"),
+}
+
+
+def backend_class(backend: str) -> IndexBackend:
+    """The class implementing `backend`; ValueError naming the valid ones for any other name."""
+    if backend not in _CLASSES:
+        raise ValueError(f"unknown index backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    module, name = _CLASSES[backend]
+    return cast(IndexBackend, getattr(importlib.import_module(module), name))
 
 
 def default_params(backend: str, n: int, k: int = 200) -> dict[str, Any]:
     """The parameters a backend builds with for a catalogue of n items when none are given."""
-    if backend == "scann":
-        from recmesh.index import scann_index
-
-        return scann_index.default_params(n, k)
-    if backend == "exact":
-        return {}
-    if backend == "faiss_hnsw":
-        from recmesh.index import faiss_index
-
-        return faiss_index.hnsw_default_params(n, k)
-    if backend == "faiss_ivf":
-        from recmesh.index import faiss_index
-
-        return faiss_index.ivf_default_params(n, k)
-    if backend == "hnswlib":
-        from recmesh.index import hnsw_index
-
-        return hnsw_index.default_params(n, k)
-    raise ValueError(f"unknown index backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    return backend_class(backend).default_params(n, k)
 
 
 def build_index(backend: str, vectors: np.ndarray, params: dict[str, Any] | None = None) -> AnnIndex:
     """Build over `vectors` (unit rows, inner product); `params` None means default_params(backend, len(vectors))."""
-    if backend == "scann":
-        from recmesh.index.scann_index import ScannIndex
-
-        return ScannIndex.build(vectors, params)
-    if backend == "exact":
-        return ExactIndex(vectors)
-    if backend == "faiss_hnsw":
-        from recmesh.index.faiss_index import FaissHnswIndex
-
-        return FaissHnswIndex.build(vectors, params)
-    if backend == "faiss_ivf":
-        from recmesh.index.faiss_index import FaissIvfIndex
-
-        return FaissIvfIndex.build(vectors, params)
-    if backend == "hnswlib":
-        from recmesh.index.hnsw_index import HnswlibIndex
-
-        return HnswlibIndex.build(vectors, params)
-    raise ValueError(f"unknown index backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    return backend_class(backend).build(vectors, params)
 
 
 def load_index(backend: str, directory: Path, params: dict[str, Any], vectors: np.ndarray) -> AnnIndex:
     """Load what `save` wrote in `directory`; `vectors` are the bundle's index space (the exact index and hnswlib
-    read their size from them)."""
-    directory = Path(directory)
-    if backend == "scann":
-        from recmesh.index.scann_index import ScannIndex
-
-        return ScannIndex.load(directory, params)
-    if backend == "exact":
-        return ExactIndex.load(directory, vectors)
-    if backend == "faiss_hnsw":
-        from recmesh.index.faiss_index import FaissHnswIndex
-
-        return FaissHnswIndex.load(directory, params)
-    if backend == "faiss_ivf":
-        from recmesh.index.faiss_index import FaissIvfIndex
-
-        return FaissIvfIndex.load(directory, params)
-    if backend == "hnswlib":
-        from recmesh.index.hnsw_index import HnswlibIndex
-
-        return HnswlibIndex.load(directory, params, vectors)
-    raise ValueError(f"bundle index backend {backend!r} is not supported by this build")
+    read their size from them). The directory is made absolute first: ScaNN resolves its asset paths against its
+    own working directory, so a relative bundle path (`--bundle models/<version>`) would not load."""
+    return backend_class(backend).load(Path(directory).resolve(), params, vectors)

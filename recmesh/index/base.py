@@ -19,6 +19,19 @@ class AnnIndex(Protocol):
     def save(self, directory: Path) -> None: ...
 
 
+class IndexBackend(Protocol):
+    """What a backend class offers: its default parameters, building, loading (every backend the same way)."""
+
+    @staticmethod
+    def default_params(n: int, k: int = 200) -> dict[str, Any]: ...
+
+    @classmethod
+    def build(cls, vectors: np.ndarray, params: dict[str, Any] | None = None) -> AnnIndex: ...
+
+    @classmethod
+    def load(cls, directory: Path, params: dict[str, Any], vectors: np.ndarray) -> AnnIndex: ...
+
+
 def search_excluding(
     index: AnnIndex, query: np.ndarray, k: int, exclude: np.ndarray | None, n_items: int
 ) -> tuple[np.ndarray, np.ndarray]:

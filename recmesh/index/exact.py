@@ -16,6 +16,14 @@ class ExactIndex:
         self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         self.params: dict[str, Any] = {}
 
+    @staticmethod
+    def default_params(n: int, k: int = 200) -> dict[str, Any]:
+        return {}
+
+    @classmethod
+    def build(cls, vectors: np.ndarray, params: dict[str, Any] | None = None) -> ExactIndex:
+        return cls(vectors)
+
     def search(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         scores = self.vectors @ query.astype(np.float32, copy=False)
         k = min(k, scores.size)
@@ -35,5 +43,5 @@ class ExactIndex:
         directory.mkdir(parents=True, exist_ok=True)  # the bundle's vectors are the index: nothing to write
 
     @classmethod
-    def load(cls, directory: Path, vectors: np.ndarray) -> ExactIndex:
+    def load(cls, directory: Path, params: dict[str, Any], vectors: np.ndarray) -> ExactIndex:
         return cls(vectors)

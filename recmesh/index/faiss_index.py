@@ -60,6 +60,7 @@ def _write(index: Any, directory: Path) -> None:
 
 class FaissHnswIndex:
     backend = "faiss_hnsw"
+    default_params = staticmethod(hnsw_default_params)
 
     def __init__(self, index: Any, params: dict[str, Any]) -> None:
         single_thread()
@@ -86,7 +87,7 @@ class FaissHnswIndex:
         _write(self.index, directory)
 
     @classmethod
-    def load(cls, directory: Path, params: dict[str, Any]) -> FaissHnswIndex:
+    def load(cls, directory: Path, params: dict[str, Any], vectors: np.ndarray | None = None) -> FaissHnswIndex:
         return cls(faiss.read_index(str(directory / FILE)), params)
 
 
@@ -95,6 +96,7 @@ class FaissIvfIndex:
     re-scores the best `k_factor * k` exactly (the FAISS counterpart of ScaNN's AH + reorder)."""
 
     backend = "faiss_ivf"
+    default_params = staticmethod(ivf_default_params)
 
     def __init__(self, index: Any, params: dict[str, Any]) -> None:
         single_thread()
@@ -135,5 +137,5 @@ class FaissIvfIndex:
         _write(self.index, directory)
 
     @classmethod
-    def load(cls, directory: Path, params: dict[str, Any]) -> FaissIvfIndex:
+    def load(cls, directory: Path, params: dict[str, Any], vectors: np.ndarray | None = None) -> FaissIvfIndex:
         return cls(faiss.read_index(str(directory / FILE)), params)

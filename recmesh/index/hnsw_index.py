@@ -25,6 +25,7 @@ def default_params(n: int, k: int = 200) -> dict[str, Any]:
 
 class HnswlibIndex:
     backend = "hnswlib"
+    default_params = staticmethod(default_params)
 
     def __init__(self, index: hnswlib.Index, params: dict[str, Any]) -> None:
         self.index = index

@@ -42,6 +42,7 @@ def tree_params(n: int, k: int = 200) -> dict[str, Any]:
 
 class ScannIndex:
     backend = "scann"
+    default_params = staticmethod(default_params)
 
     def __init__(self, searcher: Any, params: dict[str, Any]) -> None:
         self.searcher = searcher
@@ -93,7 +94,7 @@ class ScannIndex:
         assets.write_text(text)
 
     @classmethod
-    def load(cls, directory: Path, params: dict[str, Any]) -> ScannIndex:
+    def load(cls, directory: Path, params: dict[str, Any], vectors: np.ndarray | None = None) -> ScannIndex:
         text = (directory / ASSETS).read_text()
         absolute = re.sub(r'asset_path: "([^"/]+)"', lambda m: f'asset_path: "{directory / m[1]}"', text)
         searcher = scann.scann_ops_pybind.ScannSearcher(scann_pybind.ScannNumpy(str(directory), absolute), None)
