@@ -3,7 +3,8 @@
 # One image for every recmesh process; the command picks the process:
 #   python -m services.embedding_store | python -m services.candidate_generation | python -m services.ranking
 #   python -m gateway | recmesh train --out /models | recmesh publish --models-dir /models --redis-url ...
-# Model bundles are never baked in: mount them at /models (RECMESH_MODELS_DIR).
+# (`recmesh` is the console script devtools.cli:main; `python -m serving.healthcheck host:port` is the compose
+# health check of the gRPC services.) Model bundles are never baked in: mount them at /models (RECMESH_MODELS_DIR).
 #
 #   docker build -t recmesh:0.1.0 .                              # runtime image (default target)
 #   docker build -t recmesh-loadtest:0.1.0 --target loadtest .   # + locust and bench/, for the load test
@@ -27,12 +28,19 @@ COPY pyproject.toml ./
 RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
         > /tmp/requirements.txt \
     && pip install --only-binary=:all: -r /tmp/requirements.txt
-# Then the package itself (the generated stubs in recmesh/v1 are committed, so no protoc step here).
+# Then the packages themselves, every one pyproject.toml installs (the generated stubs in recmesh/v1 are
+# committed, so no protoc step here). The smoke check imports what the image runs: each `python -m` entry point,
+# the health check, the `recmesh` console script and the modules `recmesh train` / `recmesh publish` load. `-I`
+# keeps /src off sys.path, so the check sees the installed packages, not the sources next to it.
 COPY recmesh ./recmesh
+COPY serving ./serving
 COPY services ./services
 COPY gateway ./gateway
+COPY devtools ./devtools
 RUN pip install --no-deps . \
-    && python -c "import serving.settings, serving.healthcheck, gateway.settings"
+    && python -I -c "import services.embedding_store.__main__, services.candidate_generation.__main__, \
+        services.ranking.__main__, gateway.__main__, serving.healthcheck, devtools.cli, recmesh.train.run, \
+        recmesh.publish"
 
 # ---- loadtest-venv: the builder's venv plus locust (the `bench` extra's locust packages only) ----------------
 FROM builder AS loadtest-venv

@@ -34,7 +34,7 @@ protos-check: install
 lint: install
 	$(VENV)/bin/ruff check $(RUFF_EXCLUDE) .
 	$(VENV)/bin/ruff format --check $(RUFF_EXCLUDE) .
-	$(VENV)/bin/mypy recmesh services gateway
+	$(VENV)/bin/mypy recmesh serving services gateway devtools
 
 bench: install
 	$(PY) -m bench.serve

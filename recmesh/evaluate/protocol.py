@@ -1,4 +1,4 @@
-"""The leave-one-out split of ../shared/data/README.md, index-encoded.
+"""The leave-one-out split (the protocol published results on these data sets use), index-encoded.
 
 Per sequence: the last item is the test target, the second-to-last the validation target, the rest is
 training. Models are fitted on the training part only; validation targets choose hyperparameters and train the

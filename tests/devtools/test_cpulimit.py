@@ -9,8 +9,8 @@ import time
 
 import pytest
 
+from devtools import cpulimit
 from devtools.up import parse_cpu_limits
-from recmesh import cpulimit
 
 
 def test_cpu_limit_specs_are_parsed_and_bad_ones_named():

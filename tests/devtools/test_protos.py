@@ -1,4 +1,4 @@
-from recmesh import protos
+from devtools import protos
 from recmesh.v1 import common_pb2, recommendation_service_pb2
 
 
