@@ -41,7 +41,7 @@ def test_a_limited_process_gets_no_more_than_its_quota():
 
 
 def test_recmesh_up_rejects_a_bad_limit_before_training_anything(tmp_path, capsys):
-    from recmesh.cli import main
+    from devtools.cli import main
 
     assert main(["up", "--models-dir", str(tmp_path / "models"), "--cpu-limit", "ranking=zero"]) != 0
     assert "--cpu-limit 'ranking=zero'" in capsys.readouterr().err
