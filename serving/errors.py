@@ -1,10 +1,13 @@
-"""One error hierarchy for every recmesh process.
+"""One error hierarchy for every recmesh process, and the gRPC status a server answers for an exception.
 
-Each error knows its gRPC status code and its HTTP status, so the gRPC servicers (via :func:`grpc_errors`)
-and the REST gateway map them in one place. Cores raise these; they never import grpc themselves for errors.
+Each error knows its gRPC status code and its HTTP status, so the gRPC servers (serving.interceptor) and the REST
+gateway map them in one place each. Cores raise these; they never import grpc themselves for errors.
+
+Usage::
 
     raise InvalidArgument("k must be >= 0, got -1")   # -> INVALID_ARGUMENT / 400
     raise NotFound("model version v7 is not loaded")  # -> NOT_FOUND / 404
+    code, details = rpc_status(exc, "/recmesh.v1.RankingService/Rank")  # what a server answers for `exc`
 """
 
 from __future__ import annotations
@@ -13,11 +16,12 @@ import functools
 import inspect
 import logging
 from collections.abc import AsyncIterator, Callable
-from typing import Any, TypeVar, cast
+from typing import Any, ClassVar, TypeVar, cast
 
 import grpc
 import grpc.aio
 
+from recmesh.registry import VersionNotAvailable
 from serving.logs import get_request_id
 
 logger = logging.getLogger(__name__)
@@ -26,68 +30,56 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 class RecmeshError(Exception):
-    """Base class. Used as is, it is an internal error (INTERNAL / 500)."""
+    """Base class. Used as is, it is an internal error (INTERNAL / 500).
 
-    grpc_code: grpc.StatusCode = grpc.StatusCode.INTERNAL
-    http_status: int = 500
+    A subclass names its statuses in its bases, ``class Gone(RecmeshError, grpc_code=..., http_status=410)``; a
+    subclass of a subclass keeps its parent's.
+    """
+
+    grpc_code: ClassVar[grpc.StatusCode] = grpc.StatusCode.INTERNAL
+    http_status: ClassVar[int] = 500
+
+    def __init_subclass__(
+        cls, grpc_code: grpc.StatusCode | None = None, http_status: int | None = None, **kwargs: Any
+    ) -> None:
+        super().__init_subclass__(**kwargs)
+        if grpc_code is not None:
+            cls.grpc_code = grpc_code
+        if http_status is not None:
+            cls.http_status = http_status
 
     def __init__(self, message: str = "") -> None:
         super().__init__(message)
         self.message = message or type(self).__name__
 
 
-class InvalidArgument(RecmeshError):
+class InvalidArgument(RecmeshError, grpc_code=grpc.StatusCode.INVALID_ARGUMENT, http_status=400):
     """The caller's input is malformed or out of range."""
 
-    grpc_code = grpc.StatusCode.INVALID_ARGUMENT
-    http_status = 400
 
-
-class NotFound(RecmeshError):
+class NotFound(RecmeshError, grpc_code=grpc.StatusCode.NOT_FOUND, http_status=404):
     """Something the caller named does not exist (an item, a model version that is not loaded)."""
 
-    grpc_code = grpc.StatusCode.NOT_FOUND
-    http_status = 404
 
-
-class FailedPrecondition(RecmeshError):
+class FailedPrecondition(RecmeshError, grpc_code=grpc.StatusCode.FAILED_PRECONDITION, http_status=409):
     """The system is not in a state where the request can run (e.g. no model loaded yet)."""
 
-    grpc_code = grpc.StatusCode.FAILED_PRECONDITION
-    http_status = 409
 
-
-class ResourceExhausted(RecmeshError):
+class ResourceExhausted(RecmeshError, grpc_code=grpc.StatusCode.RESOURCE_EXHAUSTED, http_status=429):
     """A quota or capacity limit was hit; the caller may retry later."""
 
-    grpc_code = grpc.StatusCode.RESOURCE_EXHAUSTED
-    http_status = 429
 
-
-class Unavailable(RecmeshError):
+class Unavailable(RecmeshError, grpc_code=grpc.StatusCode.UNAVAILABLE, http_status=503):
     """A dependency is down and no useful (degraded) answer exists."""
 
-    grpc_code = grpc.StatusCode.UNAVAILABLE
-    http_status = 503
 
-
-class DeadlineExceeded(RecmeshError):
+class DeadlineExceeded(RecmeshError, grpc_code=grpc.StatusCode.DEADLINE_EXCEEDED, http_status=504):
     """The request's budget ran out before any useful answer existed."""
-
-    grpc_code = grpc.StatusCode.DEADLINE_EXCEEDED
-    http_status = 504
 
 
 _BY_CODE: dict[grpc.StatusCode, type[RecmeshError]] = {
     cls.grpc_code: cls
-    for cls in (
-        InvalidArgument,
-        NotFound,
-        FailedPrecondition,
-        ResourceExhausted,
-        Unavailable,
-        DeadlineExceeded,
-    )
+    for cls in (InvalidArgument, NotFound, FailedPrecondition, ResourceExhausted, Unavailable, DeadlineExceeded)
 }
 
 
@@ -99,39 +91,45 @@ def from_rpc_error(err: grpc.RpcError) -> RecmeshError:
     return cls(details or f"downstream call failed: {code.name}")
 
 
-def grpc_status_of(exc: BaseException) -> grpc.StatusCode:
-    """The status code a servicer answers for ``exc`` (INTERNAL for anything unexpected)."""
+def as_recmesh_error(exc: BaseException) -> RecmeshError | None:
+    """What ``exc`` tells a caller, when it is not a bug: a RecmeshError as it is, a failed downstream call with
+    its code, a model version the registry does not have as NotFound naming it; None for anything else."""
     if isinstance(exc, RecmeshError):
-        return exc.grpc_code
-    if isinstance(exc, grpc.RpcError) and hasattr(exc, "code"):
-        return from_rpc_error(exc).grpc_code
-    return grpc.StatusCode.INTERNAL
+        return exc
+    if isinstance(exc, grpc.RpcError):
+        return from_rpc_error(exc)
+    if isinstance(exc, VersionNotAvailable):  # cores call registry.get(version) directly
+        return NotFound(str(exc))
+    return None
 
 
-async def _abort(context: grpc.aio.ServicerContext, exc: Exception, where: str) -> None:
-    if isinstance(exc, grpc.RpcError) and not isinstance(exc, RecmeshError):
-        exc = from_rpc_error(exc)
-    if isinstance(exc, RecmeshError) and exc.grpc_code is not grpc.StatusCode.INTERNAL:
-        logger.debug("%s: %s: %s", where, exc.grpc_code.name, exc.message)
-        code, message = exc.grpc_code, exc.message
-    else:
-        # Unexpected: log the traceback here, tell the caller nothing about our internals.
-        logger.error("unhandled error in %s", where, exc_info=exc)
-        rid = get_request_id()
-        code, message = (
-            grpc.StatusCode.INTERNAL,
-            (f"internal error (request_id={rid})" if rid else "internal error"),
-        )
-    await context.abort(code, message)
+def grpc_status_of(exc: BaseException) -> grpc.StatusCode:
+    """The status code a server answers for ``exc`` (INTERNAL for anything unexpected)."""
+    known = as_recmesh_error(exc)
+    return known.grpc_code if known is not None else grpc.StatusCode.INTERNAL
+
+
+def rpc_status(exc: BaseException, where: str) -> tuple[grpc.StatusCode, str]:
+    """The (code, details) a server answers for ``exc`` raised in ``where`` (a method path).
+
+    A known error (see :func:`as_recmesh_error`) keeps its code and message. Anything else is INTERNAL: the
+    traceback is logged here, and the caller is told nothing about our internals but the request id.
+    """
+    known = as_recmesh_error(exc)
+    if known is not None and known.grpc_code is not grpc.StatusCode.INTERNAL:
+        logger.debug("%s: %s: %s", where, known.grpc_code.name, known.message)
+        return known.grpc_code, known.message
+    logger.error("unhandled error in %s", where, exc_info=exc)
+    rid = get_request_id()
+    return grpc.StatusCode.INTERNAL, f"internal error (request_id={rid})" if rid else "internal error"
 
 
 def grpc_errors(fn: F) -> F:
-    """Decorate an asyncio servicer method so errors become gRPC statuses.
+    """Deprecated: :class:`serving.interceptor.RpcInterceptor` (installed by ``serving.server.create_server``)
+    does this for every method. Kept until gateway/grpc_api.py stops decorating its methods with it.
 
-    ``RecmeshError`` subclasses -> ``context.abort(exc.grpc_code, message)``; a failed downstream call
-    keeps its code; anything else -> INTERNAL with the traceback logged, never sent. Works for unary-unary and
-    stream-unary handlers (``async def M(self, request_or_iterator, context)``) and for unary-stream handlers
-    written as async generators. The context must be the last positional argument.
+    Decorates an asyncio servicer method so an exception becomes the status :func:`rpc_status` names. The context
+    must be the last positional argument.
     """
     where = fn.__qualname__
 
@@ -145,7 +143,7 @@ def grpc_errors(fn: F) -> F:
             except grpc.aio.AbortError:
                 raise
             except Exception as exc:
-                await _abort(args[-1], exc, where)
+                await args[-1].abort(*rpc_status(exc, where))
 
         return cast(F, gen_wrapper)
 
@@ -156,6 +154,6 @@ def grpc_errors(fn: F) -> F:
         except grpc.aio.AbortError:
             raise  # the handler aborted on its own
         except Exception as exc:
-            await _abort(args[-1], exc, where)
+            await args[-1].abort(*rpc_status(exc, where))
 
     return cast(F, wrapper)

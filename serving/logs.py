@@ -1,9 +1,12 @@
 """JSON logs, one object per line, with a request id carried through every hop.
 
+Every gRPC call a recmesh server answers has its request id bound already (serving.interceptor reads
+``x-request-id`` or makes one), so log lines and downstream calls carry it without the handler doing anything.
+
 Usage::
 
     configure_logging("ranking")
-    rid = bind_request_id(context)              # in a servicer: read x-request-id (or make one) and set it
+    rid = get_request_id()                        # in a handler: this call's id
     stub.Rank(req, metadata=outgoing_metadata())  # in a client: pass it on to the next hop
 """
 
@@ -62,9 +65,12 @@ def request_id_from_metadata(invocation_metadata: Iterable[Any] | None) -> str:
 
 
 def bind_request_id(context: Any) -> str:
-    """Read the request id from a servicer context's metadata, set it for this task, return it."""
-    rid = request_id_from_metadata(context.invocation_metadata())
-    set_request_id(rid)
+    """The request id of this call: the one the server's interceptor bound, else read from the servicer context's
+    metadata (or made) and bound now. Handlers of a ``serving.server`` server can use :func:`get_request_id`."""
+    rid = get_request_id()
+    if rid is None:  # each call starts from an empty context, so a bound id is this call's
+        rid = request_id_from_metadata(context.invocation_metadata())
+        set_request_id(rid)
     return rid
 
 

@@ -2,11 +2,13 @@
 
 The module-level metrics live in prometheus' default registry (what the /metrics endpoint serves). Tests that
 want isolated counters build their own with ``Metrics(CollectorRegistry())`` and pass it where a ``metrics``
-argument is accepted.
+argument is accepted. Every gRPC method of a ``serving.server`` server is timed and its errors counted by
+serving.interceptor.
 
-    @grpc_errors
-    @observe_rpc("ranking")
-    async def Rank(self, request, context): ...
+Usage::
+
+    start_metrics_server(9103)                          # /metrics over HTTP
+    DEGRADED.labels("gateway", "ranking_timeout").inc()
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry | None = REGISTRY) -> None:
         self.registry = registry
+        counter = functools.partial(Counter, registry=registry)
         self.rpc_latency = Histogram(
             "recmesh_rpc_latency_seconds",
             "Server-side RPC latency.",
@@ -57,23 +60,14 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
-        self.rpc_errors = Counter(
-            "recmesh_rpc_errors",
-            "RPCs that ended with a non-OK status.",
-            ["service", "method", "code"],
-            registry=registry,
+        self.rpc_errors = counter(
+            "recmesh_rpc_errors", "RPCs that ended with a non-OK status.", ["service", "method", "code"]
         )
-        self.degraded = Counter(
-            "recmesh_degraded",
-            "Answers served degraded, by reason.",
-            ["service", "reason"],
-            registry=registry,
-        )
-        self.cache = Counter(
+        self.degraded = counter("recmesh_degraded", "Answers served degraded, by reason.", ["service", "reason"])
+        self.cache = counter(
             "recmesh_cache_lookups",
             "Embedding lookups by tier (lru|redis|bundle) and result (hit|miss).",
             ["service", "result", "tier"],
-            registry=registry,
         )
 
 
@@ -85,9 +79,11 @@ CACHE = DEFAULT.cache
 
 
 def observe_rpc(service: str, method: str | None = None, metrics: Metrics | None = None) -> Callable[[F], F]:
-    """Decorate an async servicer method: time it into RPC_LATENCY and count failures in RPC_ERRORS.
+    """Deprecated: :class:`serving.interceptor.RpcInterceptor` (installed by ``serving.server.create_server``)
+    does this for every method. Kept until gateway/grpc_api.py stops decorating its methods with it.
 
-    Place it *inside* ``@grpc_errors`` so it sees the original exception (and its status code).
+    Decorates an async servicer method: time it into RPC_LATENCY and count failures in RPC_ERRORS. Place it
+    *inside* ``@grpc_errors`` so it sees the original exception (and its status code).
     """
 
     def decorate(fn: F) -> F:

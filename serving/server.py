@@ -1,22 +1,22 @@
-"""gRPC server and channel plumbing shared by the services and the gateway.
+"""gRPC servers for the services and the gateway: built, served until SIGTERM, drained, stopped.
+
+Every server built here runs serving.interceptor.RpcInterceptor: request ids, metrics and error statuses for
+every method, so handlers just raise serving.errors classes.
 
 Usage::
 
     server, port, health = await create_server("[::]:50051", register, [SERVICE_NAME])
     await serve_until_signal(server, health)          # SIGTERM/SIGINT -> NOT_SERVING -> drain -> stop
 
-    channel = make_channel("10.0.0.5:50051,10.0.0.6:50051")   # round_robin over both replicas
+Clients' channels are serving.channels' (``make_channel`` and friends are importable from here too).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
-import json
 import logging
 import signal
-import socket
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
@@ -26,112 +26,32 @@ from grpc_health.v1 import health, health_pb2
 from grpc_health.v1 import health_pb2_grpc as health_grpc
 from grpc_reflection.v1alpha import reflection
 
+from serving.channels import SERVICE_CONFIG, channel_options, make_channel, message_options, resolve_target
+from serving.interceptor import RpcInterceptor
+from serving.metrics import Metrics
+
+__all__ = [
+    "SERVICE_CONFIG",  # the client side, re-exported: the gateway and older callers import it from here
+    "channel_options",
+    "make_channel",
+    "resolve_target",
+    "create_server",
+    "run_while_serving",
+    "serve_until_signal",
+    "server_options",
+    "shutdown",
+]
+
 logger = logging.getLogger(__name__)
 
-MB = 1024 * 1024
-
-# Retries for UNAVAILABLE only (the request never reached a handler, or the replica went away): every
-# recmesh RPC is idempotent or safe to repeat, and a short backoff fits inside a 200 ms budget.
-SERVICE_CONFIG: dict[str, Any] = {
-    "loadBalancingConfig": [{"round_robin": {}}],
-    "methodConfig": [
-        {
-            "name": [{}],  # every method of every service
-            "retryPolicy": {
-                "maxAttempts": 3,
-                "initialBackoff": "0.005s",
-                "maxBackoff": "0.05s",
-                "backoffMultiplier": 2,
-                "retryableStatusCodes": ["UNAVAILABLE"],
-            },
-        }
-    ],
-}
-
 CONNECTION_AGE_GRACE_MS = 5000  # calls still running when a connection reaches its maximum age
-
-# Target schemes gRPC resolves itself; such targets are passed through untouched.
-_URI_SCHEMES = ("dns:", "ipv4:", "ipv6:", "unix:", "unix-abstract:", "vsock:", "xds:")
-
-
-def _message_options(max_message_mb: int) -> list[tuple[str, Any]]:
-    return [
-        ("grpc.max_receive_message_length", max_message_mb * MB),
-        ("grpc.max_send_message_length", max_message_mb * MB),
-    ]
-
-
-def channel_options(max_message_mb: int = 4) -> list[tuple[str, Any]]:
-    """Client channel options: message size limits, retries on UNAVAILABLE, round_robin balancing."""
-    return [
-        *_message_options(max_message_mb),
-        ("grpc.enable_retries", 1),
-        ("grpc.service_config", json.dumps(SERVICE_CONFIG)),
-    ]
-
-
-def _split_host_port(address: str) -> tuple[str, str]:
-    if address.startswith("["):  # [ipv6]:port
-        host, sep, port = address[1:].partition("]:")
-    else:
-        host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise ValueError(f"expected host:port, got {address!r}")
-    return host, port
-
-
-def _resolve(host: str, port: str) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
-    if host == "localhost":
-        return [ipaddress.IPv4Address("127.0.0.1")]
-    try:
-        return [ipaddress.ip_address(host)]
-    except ValueError:
-        pass
-    infos = socket.getaddrinfo(host, int(port), socket.AF_INET, socket.SOCK_STREAM)
-    if not infos:
-        raise ValueError(f"cannot resolve {host!r}")
-    return [ipaddress.IPv4Address(info[4][0]) for info in infos]
-
-
-def resolve_target(target: str) -> str:
-    """The gRPC target for ``target``: a URI (``dns:///name:port``) or one ``host:port`` is returned as
-    is; a comma-separated ``h1:p1,h2:p2`` list becomes ``ipv4:a1:p1,a2:p2`` (or ``ipv6:[a1]:p1,...``),
-    host names resolved once with getaddrinfo ("localhost" -> 127.0.0.1) and every address kept.
-    """
-    target = target.strip()
-    if not target:
-        raise ValueError("empty gRPC target")
-    if "://" in target or target.startswith(_URI_SCHEMES) or "," not in target:
-        return target
-    v4: list[str] = []
-    v6: list[str] = []
-    for address in (a.strip() for a in target.split(",")):
-        if not address:
-            continue
-        host, port = _split_host_port(address)
-        for ip in _resolve(host, port):
-            entry = f"{ip}:{port}" if ip.version == 4 else f"[{ip}]:{port}"
-            bucket = v4 if ip.version == 4 else v6
-            if entry not in bucket:
-                bucket.append(entry)
-    if v4 and v6:
-        raise ValueError(f"cannot mix IPv4 and IPv6 addresses in one target: {target!r}")
-    return f"ipv4:{','.join(v4)}" if v4 else f"ipv6:{','.join(v6)}"
-
-
-def make_channel(target: str, max_message_mb: int = 4) -> grpc.aio.Channel:
-    """An insecure asyncio channel to ``target`` (see :func:`resolve_target`), round_robin across replicas.
-
-    Resolving a comma-separated list of host names blocks (getaddrinfo): call this at startup.
-    """
-    return grpc.aio.insecure_channel(resolve_target(target), options=channel_options(max_message_mb))
 
 
 def server_options(max_message_mb: int = 4, max_connection_age_s: float = 30.0) -> list[tuple[str, Any]]:
     """Message size limits and a maximum connection age. gRPC clients re-resolve a name only when a connection
     breaks; ending every connection after ``max_connection_age_s`` (GOAWAY, calls in flight get a grace) makes
     the gateway's round_robin pick up replicas an autoscaler added since (0 = never)."""
-    options = _message_options(max_message_mb)
+    options = message_options(max_message_mb)
     if max_connection_age_s > 0:
         options += [
             ("grpc.max_connection_age_ms", int(max_connection_age_s * 1000)),
@@ -146,14 +66,22 @@ async def create_server(
     service_names: Sequence[str],
     max_message_mb: int = 4,
     max_connection_age_s: float = 30.0,
+    *,
+    metrics: Metrics | None = None,
+    service_label: str | None = None,
 ) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
-    """Build, bind and start an asyncio gRPC server.
+    """Build, bind and start an asyncio gRPC server with :class:`RpcInterceptor` in front of every method.
 
     ``register(server)`` adds the servicers; the library's health servicer (SERVING for "" and every name in
     ``service_names``) and reflection (those names + health + reflection) are added here. ``address`` may use
-    port 0; the bound port is returned. See :func:`server_options` for ``max_connection_age_s``.
+    port 0; the bound port is returned. See :func:`server_options` for ``max_connection_age_s``. ``metrics``
+    (default: the process-wide families) and ``service_label`` (default: derived from each method's service,
+    e.g. "ranking") go to the interceptor.
     """
-    server = grpc.aio.server(options=server_options(max_message_mb, max_connection_age_s))
+    server = grpc.aio.server(
+        interceptors=[RpcInterceptor(metrics, service_label)],
+        options=server_options(max_message_mb, max_connection_age_s),
+    )
     register(server)
     health_servicer = health.aio.HealthServicer()
     health_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -168,7 +96,9 @@ async def create_server(
     return server, port, health_servicer
 
 
-_supervisors: set[asyncio.Task[None]] = set()  # strong references: the loop keeps only weak ones
+# The supervisor tasks of run_while_serving, by server: strong references (the loop keeps only weak ones), and
+# what serve_until_signal waits for once the server stopped.
+_supervisors: dict[grpc.aio.Server, set[asyncio.Task[None]]] = {}
 
 
 def run_while_serving(
@@ -190,9 +120,17 @@ def run_while_serving(
             if cleanup is not None:
                 await cleanup()
 
+    supervisors = _supervisors.setdefault(server, set())
     supervisor = asyncio.create_task(supervise())
-    _supervisors.add(supervisor)
-    supervisor.add_done_callback(_supervisors.discard)
+    supervisors.add(supervisor)
+    supervisor.add_done_callback(lambda task: _forget(server, task))
+
+
+def _forget(server: grpc.aio.Server, supervisor: asyncio.Task[None]) -> None:
+    supervisors = _supervisors.get(server, set())
+    supervisors.discard(supervisor)
+    if not supervisors:
+        _supervisors.pop(server, None)
 
 
 async def shutdown(
@@ -216,7 +154,8 @@ async def serve_until_signal(
     drain_s: float = 0.0,
     stop: asyncio.Event | None = None,
 ) -> None:
-    """Serve until SIGTERM/SIGINT (or ``stop`` is set, or the server terminates), then :func:`shutdown`."""
+    """Serve until SIGTERM/SIGINT (or ``stop`` is set, or the server terminates), then :func:`shutdown`; return
+    once the work :func:`run_while_serving` started for the server is cancelled and cleaned up."""
     loop = asyncio.get_running_loop()
     stop = stop or asyncio.Event()
     signals = (signal.SIGTERM, signal.SIGINT)
@@ -235,3 +174,6 @@ async def serve_until_signal(
         for sig in signals:
             with contextlib.suppress(Exception):
                 loop.remove_signal_handler(sig)
+    # The server has terminated: let its background work finish cleaning up (e.g. closing a Redis client) before
+    # the caller's loop ends and would cancel that half done.
+    await asyncio.gather(*_supervisors.get(server, ()), return_exceptions=True)

@@ -2,6 +2,11 @@
 
 Each process has one settings object, read from the environment once at start-up (pydantic-settings fails fast
 with a message naming the bad variable).
+
+Usage::
+
+    class Settings(CommonSettings):   # a process adds its own variables
+        port: int = Field(50053, validation_alias="PORT")
 """
 
 from __future__ import annotations

@@ -1,10 +1,12 @@
-"""Vectors on the wire: packed little-endian float32 bytes (never ``repeated float``).
+"""Vectors on the wire: packed little-endian float32 bytes (never ``repeated float``), the one codec of recmesh.
 
 Usage::
 
     data = pack(matrix)              # (n, dim) or (dim,) -> bytes, 4 * n * dim long
     rows = unpack(data, dim)         # -> read-only (n, dim) float32 view of ``data``, no copy
     query = unpack_vector(data, dim) # -> (dim,), exactly one vector
+    scores = unpack_scores(data)     # -> (n,), one value per id
+    values = pack_rows(matrix)       # -> one bytes value per row (e.g. one Redis value per vector)
 """
 
 from __future__ import annotations
@@ -18,9 +20,19 @@ from serving.errors import InvalidArgument
 WIRE_DTYPE = VECTOR_DTYPE  # a vector read from Redis goes on the wire as it is
 
 
+def vector_bytes(dim: int) -> int:
+    """The length of one packed vector of ``dim`` values."""
+    return WIRE_DTYPE.itemsize * dim
+
+
 def pack(array: ArrayLike) -> bytes:
     """Row-major little-endian float32 bytes of ``array`` (converted only if it is not already)."""
     return np.ascontiguousarray(array, dtype=WIRE_DTYPE).tobytes()
+
+
+def pack_rows(matrix: ArrayLike) -> list[bytes]:
+    """Each row of an (n, dim) matrix packed on its own."""
+    return [row.tobytes() for row in np.ascontiguousarray(matrix, dtype=WIRE_DTYPE)]
 
 
 def unpack(data: bytes, dim: int) -> NDArray[np.float32]:
@@ -30,7 +42,7 @@ def unpack(data: bytes, dim: int) -> NDArray[np.float32]:
     """
     if dim <= 0:
         raise InvalidArgument(f"vector dimension must be positive, got {dim}")
-    row_bytes = WIRE_DTYPE.itemsize * dim
+    row_bytes = vector_bytes(dim)
     if len(data) % row_bytes:
         raise InvalidArgument(
             f"packed vectors are {len(data)} bytes, not a multiple of {row_bytes} "
@@ -39,11 +51,22 @@ def unpack(data: bytes, dim: int) -> NDArray[np.float32]:
     return np.frombuffer(data, dtype=WIRE_DTYPE).reshape(-1, dim)
 
 
-def unpack_vector(data: bytes, dim: int) -> NDArray[np.float32]:
-    """View ``data`` as exactly one vector of shape (dim,); InvalidArgument if it is not 4 * dim bytes."""
-    if len(data) != WIRE_DTYPE.itemsize * dim:
+def unpack_vector(data: bytes, dim: int, name: str = "vector", expected_by: str = "the model") -> NDArray[np.float32]:
+    """View ``data`` as exactly one vector of shape (dim,); InvalidArgument naming ``name`` (the field) and
+    ``expected_by`` (whose dimension it must have) if it is not 4 * dim bytes."""
+    if len(data) != vector_bytes(dim):
+        whole = len(data) % WIRE_DTYPE.itemsize == 0
+        size = f"{len(data) // WIRE_DTYPE.itemsize} dims" if whole else "not a whole number of float32 values"
         raise InvalidArgument(
-            f"query vector is {len(data)} bytes, expected {WIRE_DTYPE.itemsize * dim} "
-            f"({dim} float32 values, the model's dimension)"
+            f"{name} is {len(data)} bytes ({size}), {expected_by} expects {dim} dims "
+            f"({vector_bytes(dim)} bytes of little-endian float32)"
         )
     return unpack(data, dim)[0]
+
+
+def unpack_scores(data: bytes, name: str = "scores") -> NDArray[np.float32]:
+    """View ``data`` as a (n,) float32 array without copying; InvalidArgument naming ``name`` (the field) if it is
+    not a whole number of float32 values."""
+    if len(data) % WIRE_DTYPE.itemsize:
+        raise InvalidArgument(f"{name} is {len(data)} bytes, not a whole number of little-endian float32 values")
+    return np.frombuffer(data, dtype=WIRE_DTYPE)

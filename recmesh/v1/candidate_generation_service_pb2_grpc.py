@@ -48,10 +48,12 @@ class CandidateGenerationServiceServicer:
 
     def RetrieveCandidates(self, request, context):
         """Returns up to `k` items nearest to the query. When none of `item_ids` is
-        known the answer is empty (and lists them as unknown). Errors:
-        INVALID_ARGUMENT when both or neither query form is set, the vector
-        dimension does not match, or a number or list is out of range; NOT_FOUND
-        when `model_version` is neither loaded nor on disk.
+        known the answer is empty (and lists them as unknown), not NOT_FOUND.
+        Errors: INVALID_ARGUMENT when both or neither query form is set, the
+        query vector's dimension does not match the model's or it holds NaN or
+        infinite values, or a number or list is out of range (k, item_ids,
+        exclude_item_ids); NOT_FOUND when `model_version` is neither loaded nor
+        on disk.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -48,8 +48,10 @@ class EmbeddingStoreServiceServicer:
 
     def GetEmbeddings(self, request, context):
         """Returns the vectors of the known items among `item_ids`, in one batch.
-        Unknown ids are reported, not an error. Errors: INVALID_ARGUMENT for an
-        empty or oversized request, NOT_FOUND when `model_version` is not loaded.
+        Unknown ids are reported, not an error. Errors: INVALID_ARGUMENT when
+        `item_ids` is empty, holds more than 1000 ids or an id longer than 256
+        characters; NOT_FOUND when `model_version` is neither loaded nor a
+        loadable bundle on disk here.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -48,9 +48,11 @@ class RankingServiceServicer:
 
     def Rank(self, request, context):
         """Scores and orders the candidates. Unknown candidate ids are dropped and
-        reported. Errors: INVALID_ARGUMENT for an empty or oversized candidate
-        list, scores that do not match the ids, or k out of range; NOT_FOUND when
-        `model_version` is neither loaded nor on disk.
+        reported; a repeated candidate keeps its first occurrence. With no known
+        session item the candidates come back in the given order with their
+        retrieval scores. Errors: INVALID_ARGUMENT for an empty or oversized
+        candidate list, scores that are not one finite float32 per id, or k out of
+        range; NOT_FOUND when `model_version` is neither loaded nor on disk.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

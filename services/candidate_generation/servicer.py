@@ -1,4 +1,9 @@
-"""gRPC adapter of CandidateGenerator: proto in, core call, proto out. Errors become statuses via @grpc_errors."""
+"""RetrieveCandidates over gRPC: proto in, CandidateGenerator call, proto out (the scores packed as float32).
+
+Usage::
+
+    pb_grpc.add_CandidateGenerationServiceServicer_to_server(CandidateGenerationServicer(generator), server)
+"""
 
 from __future__ import annotations
 
@@ -9,9 +14,6 @@ import grpc.aio
 from recmesh.v1 import candidate_generation_service_pb2 as pb
 from recmesh.v1 import candidate_generation_service_pb2_grpc as pb_grpc
 from services.candidate_generation.core import CandidateGenerator
-from serving.errors import grpc_errors
-from serving.logs import bind_request_id
-from serving.metrics import observe_rpc
 from serving.vectors import pack
 
 log = logging.getLogger(__name__)
@@ -20,15 +22,14 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["CandidateGenerationService"].full
 
 
 class CandidateGenerationServicer(pb_grpc.CandidateGenerationServiceServicer):
+    """RetrieveCandidates, answered by a CandidateGenerator in the model version each request pins."""
+
     def __init__(self, generator: CandidateGenerator) -> None:
         self.generator = generator
 
-    @grpc_errors
-    @observe_rpc("candidate_generation")
     async def RetrieveCandidates(
         self, request: pb.RetrieveCandidatesRequest, context: grpc.aio.ServicerContext
     ) -> pb.RetrieveCandidatesResponse:
-        bind_request_id(context)
         found = await self.generator.retrieve(
             query_vector=request.query_vector,
             item_ids=request.item_ids,
@@ -37,12 +38,9 @@ class CandidateGenerationServicer(pb_grpc.CandidateGenerationServiceServicer):
             model_version=request.model_version,
         )
         log.debug(
-            "retrieved candidates",
-            extra={
-                "model_version": found.model_version,
-                "n": len(found.item_ids),
-                "unknown": len(found.unknown_item_ids),
-            },
+            "retrieved %d candidates",
+            len(found.item_ids),
+            extra={"model_version": found.model_version, "unknown": len(found.unknown_item_ids)},
         )
         return pb.RetrieveCandidatesResponse(
             item_ids=found.item_ids,

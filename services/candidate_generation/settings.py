@@ -1,4 +1,9 @@
-"""Environment of the candidate-generation process."""
+"""Environment of the candidate-generation process.
+
+Usage::
+
+    settings = Settings()   # PORT, METRICS_PORT and serving.settings.CommonSettings' variables
+"""
 
 from pydantic import Field
 

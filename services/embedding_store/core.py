@@ -1,5 +1,11 @@
 """Item vectors by id: in-process LRU -> Redis (one MGET per request) -> the bundle's memory-mapped vectors.
 
+Usage::
+
+    store = EmbeddingStore(registry, redis_client(url, timeout_s=0.02))
+    found = await store.get(["a", "b"])   # found.vectors: (n, dim) float32, found.degraded, found.unknown_item_ids
+    await store.aclose()
+
 Every tier holds the same bytes (the bundle's `vectors.npy` rows, written to Redis by `recmesh publish`), so the
 tier only changes latency, never the answer. Redis down or slower than its timeout -> the bundle answers, the
 response says `degraded`, and Redis is left alone for `retry_after_s` before it is tried again (the version
@@ -26,16 +32,16 @@ from redis.exceptions import RedisError
 
 from recmesh.bundle import BundleError
 from recmesh.pipeline import Model
-from recmesh.redis_layout import POINTER_KEY, VECTOR_DTYPE, VECTOR_TTL_S, vector_key
+from recmesh.redis_layout import POINTER_KEY, VECTOR_TTL_S, vector_key
 from recmesh.registry import ModelRegistry, VersionNotAvailable
+from serving import limits
 from serving.errors import InvalidArgument, NotFound
 from serving.metrics import DEFAULT, Metrics
+from serving.vectors import pack_rows, unpack, vector_bytes
 
 log = logging.getLogger(__name__)
 
 SERVICE = "embedding_store"
-MAX_ITEMS = 1000
-MAX_ID_LEN = 256
 RETRY_UNSERVABLE_S = 10.0  # a published version this process could not load is retried this often
 MAX_PENDING_WRITES = 8  # write-backs in flight; beyond this they are dropped (the next miss writes again)
 
@@ -202,7 +208,7 @@ class EmbeddingStore:
 
     # -- lookup -------------------------------------------------------------------------------------------
     async def get(self, item_ids: list[str], version: str = "") -> Lookup:
-        validate(item_ids)
+        validate_item_ids(item_ids)
         model = await self.model_for(version)
         v, dim = model.version, model.dim
         self.stats.requests += 1
@@ -236,10 +242,8 @@ class EmbeddingStore:
                 self.lru.put((v, item), value)
             lacking = [item for item in misses if item not in from_redis]
             if lacking:
-                rows = np.ascontiguousarray(model.space.vectors[[misses[i] for i in lacking]], dtype=VECTOR_DTYPE)
-                width = dim * VECTOR_DTYPE.itemsize
-                raw = rows.tobytes()
-                fresh = {item: raw[i * width : (i + 1) * width] for i, item in enumerate(lacking)}
+                rows = pack_rows(model.space.vectors[[misses[i] for i in lacking]])
+                fresh = dict(zip(lacking, rows, strict=True))
                 found.update(fresh)
                 for item, value in fresh.items():
                     self.lru.put((v, item), value)
@@ -248,8 +252,7 @@ class EmbeddingStore:
                 if not degraded_reason:  # Redis is up but lacked them: fill it for the other replicas
                     self._write_back(v, fresh)
 
-        data = b"".join(found[item] for item in known)
-        vectors = np.frombuffer(data, dtype=VECTOR_DTYPE).reshape(len(known), dim)
+        vectors = unpack(b"".join(found[item] for item in known), dim)
         if degraded_reason:
             self.stats.degraded += 1
         return Lookup(v, dim, known, vectors, unknown, bool(degraded_reason), degraded_reason)
@@ -273,7 +276,7 @@ class EmbeddingStore:
             self._mark_down(f"redis unavailable ({type(e).__name__})")
             self.metrics.degraded.labels(SERVICE, "redis_unavailable").inc()
             return {}, f"{self._redis_down_reason}: served from bundle"
-        width = dim * VECTOR_DTYPE.itemsize
+        width = vector_bytes(dim)
         found = {
             item: value
             for item, value in zip(items, values, strict=True)
@@ -354,11 +357,12 @@ async def _quietly(coro: Awaitable[None]) -> None:
         log.debug("redis write-back failed", extra={"error": repr(e)})
 
 
-def validate(item_ids: list[str]) -> None:
+def validate_item_ids(item_ids: list[str]) -> None:
+    """1 to MAX_ITEMS ids of at most MAX_ID_LEN characters each; InvalidArgument naming the limit otherwise."""
     if not item_ids:
         raise InvalidArgument("item_ids must not be empty")
-    if len(item_ids) > MAX_ITEMS:
-        raise InvalidArgument(f"at most {MAX_ITEMS} item_ids per request, got {len(item_ids)}")
+    if len(item_ids) > limits.MAX_ITEMS:
+        raise InvalidArgument(f"at most {limits.MAX_ITEMS} item_ids per request, got {len(item_ids)}")
     for i, item in enumerate(item_ids):
-        if len(item) > MAX_ID_LEN:
-            raise InvalidArgument(f"item_ids[{i}] is {len(item)} characters long, the limit is {MAX_ID_LEN}")
+        if len(item) > limits.MAX_ID_LEN:
+            raise InvalidArgument(f"item_ids[{i}] is {len(item)} characters long, the limit is {limits.MAX_ID_LEN}")

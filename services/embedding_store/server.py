@@ -1,31 +1,32 @@
-"""Build the embedding-store server: registry + Redis client + EmbeddingStore + gRPC server (port 0 for tests)."""
+"""Build the embedding-store server: registry + Redis client + EmbeddingStore + gRPC server (port 0 for tests).
+
+Usage::
+
+    server, port, health, store = await create_server(Settings(), "127.0.0.1:0")
+"""
 
 from __future__ import annotations
 
-import asyncio
-
 import grpc.aio
-from grpc_health.v1.health import HealthServicer
 
-from recmesh.registry import ModelRegistry
 from recmesh.v1 import embedding_store_service_pb2_grpc as pb_grpc
 from services.embedding_store.core import EmbeddingStore, redis_client
 from services.embedding_store.servicer import SERVICE_NAME, EmbeddingStoreServicer
 from services.embedding_store.settings import Settings
-from serving import server as common_server
 from serving.metrics import Metrics
+from serving.server import run_while_serving
+from serving.stage_service import Started, load_registry, start_server
 
 
 async def create_server(
     settings: Settings, address: str | None = None, metrics: Metrics | None = None
-) -> tuple[grpc.aio.Server, int, HealthServicer, EmbeddingStore]:
+) -> Started[EmbeddingStore]:
     """Load the bundle, read Redis' version pointer once, start serving and the background refreshers.
 
     Stopping the server is enough: when it terminates, the store's background tasks (registry watch, pointer
     refresher, pending write-backs) are cancelled and its Redis client closed (`store.aclose()`, idempotent).
     """
-    registry = ModelRegistry(settings.models_dir, settings.model_version)
-    await asyncio.to_thread(registry.load_initial)
+    registry = await load_registry(settings)
     timeout_s = settings.redis_timeout_ms / 1000
     store = EmbeddingStore(
         registry,
@@ -44,12 +45,6 @@ async def create_server(
     def register(server: grpc.aio.Server) -> None:
         pb_grpc.add_EmbeddingStoreServiceServicer_to_server(EmbeddingStoreServicer(store), server)
 
-    server, port, health = await common_server.create_server(
-        address or f"[::]:{settings.port}",
-        register,
-        [SERVICE_NAME],
-        settings.max_message_mb,
-        settings.max_connection_age_s,
-    )
-    common_server.run_while_serving(server, cleanup=store.aclose)
+    server, port, health = await start_server(settings, address, register, [SERVICE_NAME], metrics)
+    run_while_serving(server, cleanup=store.aclose)
     return server, port, health, store

@@ -1,4 +1,9 @@
-"""EmbeddingStoreService over gRPC: a thin adapter around `EmbeddingStore.get`."""
+"""EmbeddingStoreService over gRPC: a thin adapter around `EmbeddingStore.get`, vectors packed as float32.
+
+Usage::
+
+    pb_grpc.add_EmbeddingStoreServiceServicer_to_server(EmbeddingStoreServicer(store), server)
+"""
 
 from __future__ import annotations
 
@@ -8,10 +13,7 @@ import grpc.aio
 
 from recmesh.v1 import embedding_store_service_pb2 as pb
 from recmesh.v1 import embedding_store_service_pb2_grpc as pb_grpc
-from services.embedding_store.core import SERVICE, EmbeddingStore
-from serving.errors import grpc_errors
-from serving.logs import bind_request_id
-from serving.metrics import observe_rpc
+from services.embedding_store.core import EmbeddingStore
 from serving.vectors import pack
 
 log = logging.getLogger(__name__)
@@ -20,15 +22,17 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["EmbeddingStoreService"].full_name
 
 
 class EmbeddingStoreServicer(pb_grpc.EmbeddingStoreServiceServicer):
+    """GetEmbeddings, answered by an EmbeddingStore (in-process LRU, then Redis, then the bundle).
+
+    Every tier holds the same float32 bytes, so they go out as they were read.
+    """
+
     def __init__(self, store: EmbeddingStore) -> None:
         self.store = store
 
-    @grpc_errors
-    @observe_rpc(SERVICE)
     async def GetEmbeddings(
         self, request: pb.GetEmbeddingsRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetEmbeddingsResponse:
-        bind_request_id(context)
         found = await self.store.get(list(request.item_ids), request.model_version)
         log.debug(
             "GetEmbeddings",

@@ -1,4 +1,9 @@
-"""Environment of the embedding-store process."""
+"""Environment of the embedding-store process.
+
+Usage::
+
+    settings = Settings()   # PORT, METRICS_PORT, REDIS_*, LRU_SIZE, ... and serving.settings.CommonSettings'
+"""
 
 from pydantic import Field
 

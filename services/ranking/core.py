@@ -1,11 +1,14 @@
 """Ranking without gRPC: order a candidate list for a session with the ranker of one model version.
 
+Usage::
+
     ranker = CandidateRanker(registry)
     ranked = await ranker.rank(session_item_ids=["a", "b"], candidate_ids=ids, retrieval_scores=scores, k=10)
     ranked.item_ids, ranked.scores, ranked.model_version, ranked.unknown_item_ids
 
 The ordering is `Model.rank`, the function the offline pipeline calls, so the served order equals the offline
-order for the same bundle, session and candidates.
+order for the same bundle, session and candidates. A request is checked once (:func:`validate_query`), before
+the model version it pins is loaded.
 """
 
 from __future__ import annotations
@@ -14,13 +17,22 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from recmesh.pipeline import Model
 from recmesh.registry import ModelRegistry
+from serving import limits
 from serving.errors import InvalidArgument
-from serving.models import pinned_model
 
-MAX_CANDIDATES = 1000  # more candidates than this is INVALID_ARGUMENT
+
+@dataclass(frozen=True)
+class RankQuery:
+    """A request that passed the checks needing no model: the candidate cap, one finite score each, k in range."""
+
+    session_item_ids: Sequence[str]
+    candidate_ids: Sequence[str]
+    retrieval_scores: np.ndarray  # float32, one per candidate id
+    k: int  # 0 = all
 
 
 @dataclass(frozen=True)
@@ -34,38 +46,35 @@ class Ranked:
     unknown_item_ids: list[str]  # session ids, then candidate ids, not in the catalogue; no duplicates
 
 
-def check_request(candidate_ids: Sequence[str], retrieval_scores: Sequence[float], k: int) -> None:
-    """Validation that needs no model: candidate count, scores, k."""
+def validate_query(
+    *, session_item_ids: Sequence[str], candidate_ids: Sequence[str], retrieval_scores: ArrayLike, k: int = 0
+) -> RankQuery:
+    """1 to MAX_ITEMS candidates, one finite retrieval score each, 0 <= k <= RANK_MAX_K (0 = all). Anything else
+    is InvalidArgument naming the range."""
     if not candidate_ids:
         raise InvalidArgument("candidates must not be empty")
-    if len(candidate_ids) > MAX_CANDIDATES:
-        raise InvalidArgument(f"at most {MAX_CANDIDATES} candidates, got {len(candidate_ids)}")
-    if len(retrieval_scores) != len(candidate_ids):
-        raise InvalidArgument(f"{len(candidate_ids)} candidates but {len(retrieval_scores)} retrieval scores")
-    if k < 0:
-        raise InvalidArgument(f"k must be >= 0 (0 = all), got {k}")
+    if len(candidate_ids) > limits.MAX_ITEMS:
+        raise InvalidArgument(f"at most {limits.MAX_ITEMS} candidates, got {len(candidate_ids)}")
+    scores = np.asarray(retrieval_scores, dtype=np.float32).reshape(-1)
+    if scores.size != len(candidate_ids):
+        raise InvalidArgument(f"{len(candidate_ids)} candidates but {scores.size} retrieval scores (one per candidate)")
+    if not 0 <= k <= limits.RANK_MAX_K:
+        raise InvalidArgument(f"k must be >= 0 and <= {limits.RANK_MAX_K} (0 = all), got {k}")
+    if not np.isfinite(scores).all():
+        raise InvalidArgument("candidate scores must be finite numbers")
+    return RankQuery(session_item_ids, candidate_ids, scores, k)
 
 
-def rank_candidates(
-    model: Model,
-    session_item_ids: Sequence[str],
-    candidate_ids: Sequence[str],
-    retrieval_scores: Sequence[float],
-    k: int = 0,
-) -> Ranked:
-    """Order `candidate_ids` (retrieval order, with their retrieval scores) for the session (oldest first, its
+def rank_candidates(model: Model, query: RankQuery) -> Ranked:
+    """Order the candidates (retrieval order, with their retrieval scores) for the session (oldest first, its
     most recent MAX_SESSION known items). Unknown ids are reported and skipped; a repeated candidate keeps its
     first occurrence. With no known session item there is nothing to rank against: the candidates come back in
     the given order with their retrieval scores. k = 0 returns all."""
-    check_request(candidate_ids, retrieval_scores, k)
-    scores = np.asarray(retrieval_scores, dtype=np.float32)
-    if not np.isfinite(scores).all():
-        raise InvalidArgument("candidate scores must be finite numbers")
-    history, unknown = model.recent_known(session_item_ids)
+    history, unknown = model.recent_known(query.session_item_ids)
     rows: list[int] = []
     keep: list[int] = []
     seen: set[int] = set()
-    for position, item in enumerate(candidate_ids):
+    for position, item in enumerate(query.candidate_ids):
         row = model.index_of.get(item)
         if row is None:
             unknown.append(item)
@@ -74,9 +83,9 @@ def rank_candidates(
             rows.append(row)
             keep.append(position)
     candidates = np.array(rows, dtype=np.int64)
-    ranked, probabilities = model.rank(history, candidates, scores[keep])
-    if k:
-        ranked, probabilities = ranked[:k], probabilities[:k]
+    ranked, probabilities = model.rank(history, candidates, query.retrieval_scores[keep])
+    if query.k:
+        ranked, probabilities = ranked[: query.k], probabilities[: query.k]
     return Ranked(
         [model.item_ids[r] for r in ranked],
         np.asarray(probabilities, dtype=np.float32),
@@ -91,18 +100,18 @@ class CandidateRanker:
     def __init__(self, registry: ModelRegistry) -> None:
         self.registry = registry
 
-    async def model(self, version: str = "") -> Model:
-        return await pinned_model(self.registry, version)
-
     async def rank(
         self,
         *,
         session_item_ids: Sequence[str],
         candidate_ids: Sequence[str],
-        retrieval_scores: Sequence[float],
+        retrieval_scores: ArrayLike,
         k: int = 0,
         model_version: str = "",
     ) -> Ranked:
-        check_request(candidate_ids, retrieval_scores, k)  # before a version load it may trigger
-        model = await self.model(model_version)
-        return rank_candidates(model, session_item_ids, candidate_ids, retrieval_scores, k)
+        query = validate_query(
+            session_item_ids=session_item_ids, candidate_ids=candidate_ids, retrieval_scores=retrieval_scores, k=k
+        )
+        # Checked before the version load it may trigger; a version the registry lacks is NOT_FOUND (serving.errors).
+        model = await self.registry.get(model_version)
+        return rank_candidates(model, query)

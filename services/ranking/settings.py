@@ -1,4 +1,9 @@
-"""Environment of the ranking process."""
+"""Environment of the ranking process.
+
+Usage::
+
+    settings = Settings()   # PORT, METRICS_PORT and serving.settings.CommonSettings' variables
+"""
 
 from pydantic import Field
 

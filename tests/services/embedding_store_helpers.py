@@ -24,6 +24,7 @@ from services.embedding_store.server import create_server
 from services.embedding_store.settings import Settings
 from serving.metrics import Metrics
 from serving.server import shutdown
+from serving.vectors import pack
 
 
 def cmdstat_calls(client: redis.Redis, command: str) -> int:
@@ -70,4 +71,4 @@ async def running_store(models_dir: Path, url: str, **overrides: Any) -> AsyncIt
 
 
 def rows_bytes(vectors: np.ndarray, rows: list[int]) -> bytes:
-    return np.ascontiguousarray(vectors[rows], dtype="<f4").tobytes()
+    return pack(vectors[rows])

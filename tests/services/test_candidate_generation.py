@@ -20,8 +20,9 @@ from services.candidate_generation import core
 from services.candidate_generation.server import create_server
 from services.candidate_generation.servicer import SERVICE_NAME
 from services.candidate_generation.settings import Settings
+from serving import limits
 from serving.errors import InvalidArgument
-from serving.vectors import pack
+from serving.vectors import pack, unpack_scores
 from tests.helpers import sample_sessions, two_version_models_dir
 
 session_loop = pytest.mark.asyncio(loop_scope="session")  # grpc.aio objects stay on one loop
@@ -60,7 +61,9 @@ def expected(model, query: np.ndarray, k: int, exclude_rows: np.ndarray | None) 
 
 
 def ids_scores(reply: pb.RetrieveCandidatesResponse) -> tuple[list[str], np.ndarray]:
-    return [c.item_id for c in reply.candidates], np.array([c.score for c in reply.candidates], dtype=np.float32)
+    scores = unpack_scores(reply.scores)
+    assert len(scores) == len(reply.item_ids)
+    return list(reply.item_ids), scores
 
 
 async def invalid(stub: Stub, **fields) -> str:
@@ -119,21 +122,21 @@ async def test_similar_items_shape_excludes_the_item_itself(stub, model):
     )
     row = model.lookup([item])[0]
     assert ids_scores(reply)[0] == expected(model, model.query(row), 10, row)[0]
-    assert item not in ids_scores(reply)[0] and len(reply.candidates) == 10
+    assert item not in ids_scores(reply)[0] and len(reply.item_ids) == 10
 
 
 @session_loop
 async def test_exclusions_are_honoured_and_unknown_exclusions_ignored(stub, model):
     session = sample_sessions(2)[1]
     first = await stub.RetrieveCandidates(pb.RetrieveCandidatesRequest(item_ids=session, k=20), timeout=5)
-    top = [c.item_id for c in first.candidates[:5]]
+    top = list(first.item_ids[:5])
     reply = await stub.RetrieveCandidates(
         pb.RetrieveCandidatesRequest(item_ids=session, k=20, exclude_item_ids=[*top, *top, "no-such-item"]),
         timeout=5,
     )
     got = ids_scores(reply)[0]
     assert len(got) == 20 and not set(got) & set(top)
-    assert got[:15] == [c.item_id for c in first.candidates[5:]]
+    assert got[:15] == list(first.item_ids[5:])
     assert list(reply.unknown_item_ids) == []  # excluded ids are not reported
 
 
@@ -149,7 +152,7 @@ async def test_unknown_query_ids_are_listed_and_skipped(stub, model):
 @session_loop
 async def test_all_unknown_query_ids_give_empty_candidates_not_an_error(stub, model):
     reply = await stub.RetrieveCandidates(pb.RetrieveCandidatesRequest(item_ids=["x", "y"]), timeout=5)
-    assert list(reply.candidates) == []
+    assert list(reply.item_ids) == [] and reply.scores == b""
     assert list(reply.unknown_item_ids) == ["x", "y"]
     assert reply.model_version == model.version
 
@@ -163,13 +166,17 @@ async def test_long_query_session_uses_its_most_recent_items(stub, model):
 
 
 @session_loop
-async def test_k_defaults_to_100_and_is_capped_at_1000(stub, model):
-    assert model.n_items > core.MAX_K
+async def test_k_defaults_to_100_and_more_than_1000_is_invalid_argument(stub, model):
+    assert model.n_items > limits.CANDIDATES_MAX_K
     query = pack(np.ones(model.dim, dtype=np.float32))
     default = await stub.RetrieveCandidates(pb.RetrieveCandidatesRequest(query_vector=query), timeout=5)
-    assert len(default.candidates) == core.DEFAULT_K
-    capped = await stub.RetrieveCandidates(pb.RetrieveCandidatesRequest(query_vector=query, k=50_000), timeout=5)
-    assert len(capped.candidates) == core.MAX_K
+    assert len(default.item_ids) == limits.CANDIDATES_DEFAULT_K == 100
+    most = await stub.RetrieveCandidates(
+        pb.RetrieveCandidatesRequest(query_vector=query, k=limits.CANDIDATES_MAX_K), timeout=5
+    )
+    assert len(most.item_ids) == limits.CANDIDATES_MAX_K == 1000
+    message = await invalid(stub, query_vector=query, k=limits.CANDIDATES_MAX_K + 1)
+    assert "k must be >= 0 and <= 1000" in message and "got 1001" in message
 
 
 @session_loop
@@ -178,8 +185,10 @@ async def test_bad_inputs_are_invalid_argument_and_the_server_keeps_serving(stub
     assert "neither" in await invalid(stub)
     assert "both" in await invalid(stub, query_vector=good, item_ids=["i1"])
     assert "k must be >= 0" in await invalid(stub, query_vector=good, k=-1)
-    too_many = [f"i{i}" for i in range(core.MAX_EXCLUDE + 1)]
-    assert f"at most {core.MAX_EXCLUDE}" in await invalid(stub, query_vector=good, exclude_item_ids=too_many)
+    too_many = [f"i{i}" for i in range(limits.MAX_EXCLUDE + 1)]
+    assert f"at most {limits.MAX_EXCLUDE}" in await invalid(stub, query_vector=good, exclude_item_ids=too_many)
+    too_many = [model.item_ids[0]] * (limits.MAX_ITEMS + 1)
+    assert f"at most {limits.MAX_ITEMS} item_ids" in await invalid(stub, item_ids=too_many)
     message = await invalid(stub, query_vector=pack(np.ones(model.dim + 3, dtype=np.float32)))
     assert f"{model.dim + 3} dims" in message and f"expects {model.dim} dims" in message
     assert f"expects {model.dim} dims" in await invalid(stub, query_vector=good[:-1])
@@ -189,7 +198,7 @@ async def test_bad_inputs_are_invalid_argument_and_the_server_keeps_serving(stub
         assert "NaN or infinite" in await invalid(stub, query_vector=pack(vector))
 
     reply = await stub.RetrieveCandidates(pb.RetrieveCandidatesRequest(query_vector=good, k=5), timeout=5)
-    assert len(reply.candidates) == 5 and reply.model_version == model.version
+    assert len(reply.item_ids) == 5 and reply.model_version == model.version
 
 
 @session_loop
@@ -220,12 +229,20 @@ async def test_each_request_is_served_by_the_version_it_pins(bundle_path, model,
 
 def test_core_validates_before_touching_a_model():
     with pytest.raises(InvalidArgument, match="exactly one"):
-        core.check_request(b"", [], 0, [])
+        core.validate_query()
     with pytest.raises(InvalidArgument, match="k must be"):
-        core.check_request(b"\0" * 4, [], -5, [])
-    assert core.effective_k(0) == core.DEFAULT_K
-    assert core.effective_k(7) == 7
-    assert core.effective_k(10**6) == core.MAX_K
+        core.validate_query(query_vector=b"\0" * 4, k=-5)
+    with pytest.raises(InvalidArgument, match="k must be"):
+        core.validate_query(query_vector=b"\0" * 4, k=10**6)
+    assert core.validate_query(item_ids=["a"]).k == limits.CANDIDATES_DEFAULT_K
+    assert core.validate_query(item_ids=["a"], k=7).k == 7
+
+
+@session_loop
+async def test_a_request_is_validated_once(stub, model, spy):
+    calls = spy(core, "validate_query")
+    await stub.RetrieveCandidates(pb.RetrieveCandidatesRequest(item_ids=model.item_ids[:3], k=5), timeout=5)
+    assert len(calls) == 1
 
 
 def test_recent_known_matches_lookup_then_trim(model):

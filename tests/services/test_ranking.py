@@ -18,7 +18,6 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from recmesh.pipeline import MAX_SESSION
 from recmesh.v1 import candidate_generation_service_pb2 as cg_pb
 from recmesh.v1 import candidate_generation_service_pb2_grpc as cg_grpc
-from recmesh.v1 import common_pb2
 from recmesh.v1 import ranking_service_pb2 as pb
 from recmesh.v1 import ranking_service_pb2_grpc as pb_grpc
 from services.candidate_generation import server as cg_server
@@ -27,7 +26,9 @@ from services.ranking import core
 from services.ranking.server import create_server
 from services.ranking.servicer import SERVICE_NAME
 from services.ranking.settings import Settings
+from serving import limits
 from serving.errors import InvalidArgument
+from serving.vectors import pack
 from tests.helpers import sample_sessions, two_version_models_dir
 
 session_loop = pytest.mark.asyncio(loop_scope="session")  # grpc.aio objects stay on one loop
@@ -71,19 +72,22 @@ async def candidates_stub(models_dir: Path) -> AsyncIterator[cg_grpc.CandidateGe
     await server.stop(None)
 
 
-def item_scores(model, rows: np.ndarray, scores: np.ndarray) -> list[common_pb2.ItemScore]:
-    return [
-        common_pb2.ItemScore(item_id=model.item_ids[r], score=s) for r, s in zip(rows, scores.tolist(), strict=True)
-    ]
+def rank_request(session: list[str], ids: list[str], scores, **fields) -> pb.RankRequest:  # type: ignore[no-untyped-def]
+    """A RankRequest in the one wire form: candidate ids + their scores packed as float32."""
+    return pb.RankRequest(session_item_ids=session, candidate_ids=ids, candidate_scores=pack(scores), **fields)
+
+
+def ids_of(model, rows: np.ndarray) -> list[str]:  # type: ignore[no-untyped-def]
+    return [model.item_ids[r] for r in rows]
 
 
 def ids_scores(reply: pb.RankResponse) -> tuple[list[str], np.ndarray]:
     return [i.item_id for i in reply.items], np.array([i.score for i in reply.items], dtype=np.float32)
 
 
-async def invalid(stub: pb_grpc.RankingServiceStub, **fields) -> str:
+async def invalid(stub: pb_grpc.RankingServiceStub, request: pb.RankRequest) -> str:
     with pytest.raises(grpc.aio.AioRpcError) as info:
-        await stub.Rank(pb.RankRequest(**fields), timeout=5)
+        await stub.Rank(request, timeout=5)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, info.value.details()
     return info.value.details()
 
@@ -103,9 +107,7 @@ async def test_served_order_equals_in_process_rank(stub, model):
         history = model.lookup(session)[0]
         candidates, scores = model.retrieve(model.query(history), 100, np.unique(history))
         want_rows, want_probs = model.rank(history, candidates, scores)
-        reply = await stub.Rank(
-            pb.RankRequest(session_item_ids=session, candidates=item_scores(model, candidates, scores)), timeout=5
-        )
+        reply = await stub.Rank(rank_request(session, ids_of(model, candidates), scores), timeout=5)
         got_ids, got_probs = ids_scores(reply)
         assert got_ids == [model.item_ids[r] for r in want_rows]
         np.testing.assert_allclose(got_probs, want_probs, rtol=1e-6)
@@ -123,7 +125,11 @@ async def test_candidates_then_ranking_equals_model_recommend(stub, candidates_s
         )
         reply = await stub.Rank(
             pb.RankRequest(
-                session_item_ids=session, candidates=found.candidates, k=10, model_version=found.model_version
+                session_item_ids=session,
+                candidate_ids=found.item_ids,
+                candidate_scores=found.scores,  # passed on as it came: the same packed float32
+                k=10,
+                model_version=found.model_version,
             ),
             timeout=5,
         )
@@ -139,7 +145,7 @@ async def test_k_truncates_the_ranking_and_zero_returns_all(stub, model):
     session = sample_sessions(1)[0]
     history = model.lookup(session)[0]
     candidates, scores = model.retrieve(model.query(history), 50, np.unique(history))
-    request = pb.RankRequest(session_item_ids=session, candidates=item_scores(model, candidates, scores))
+    request = rank_request(session, ids_of(model, candidates), scores)
     everything = ids_scores(await stub.Rank(request, timeout=5))[0]
     assert len(everything) == 50
     request.k = 7
@@ -152,10 +158,11 @@ async def test_unknown_ids_are_listed_and_skipped(stub, model):
     history = model.lookup(session)[0]
     candidates, scores = model.retrieve(model.query(history), 40, np.unique(history))
     want_rows, _ = model.rank(history, candidates, scores)
-    mixed = item_scores(model, candidates, scores)
-    mixed.insert(3, common_pb2.ItemScore(item_id="ghost-candidate", score=0.9))
+    mixed_ids = ids_of(model, candidates)
+    mixed_ids.insert(3, "ghost-candidate")
+    mixed_scores = np.insert(scores, 3, 0.9)
     reply = await stub.Rank(
-        pb.RankRequest(session_item_ids=["ghost-session", *session, "ghost-session"], candidates=mixed), timeout=5
+        rank_request(["ghost-session", *session, "ghost-session"], mixed_ids, mixed_scores), timeout=5
     )
     assert list(reply.unknown_item_ids) == ["ghost-session", "ghost-candidate"]
     assert ids_scores(reply)[0] == [model.item_ids[r] for r in want_rows]
@@ -167,19 +174,18 @@ async def test_duplicate_candidates_keep_their_first_occurrence(stub, model):
     history = model.lookup(session)[0]
     candidates, scores = model.retrieve(model.query(history), 30, np.unique(history))
     want_rows, _ = model.rank(history, candidates, scores)
-    request = item_scores(model, candidates, scores)
-    request += [common_pb2.ItemScore(item_id=model.item_ids[candidates[0]], score=-5.0)]  # a later duplicate
-    reply = await stub.Rank(pb.RankRequest(session_item_ids=session, candidates=request), timeout=5)
+    ids = [*ids_of(model, candidates), model.item_ids[candidates[0]]]  # a later duplicate
+    reply = await stub.Rank(rank_request(session, ids, [*scores, -5.0]), timeout=5)
     assert ids_scores(reply)[0] == [model.item_ids[r] for r in want_rows]
 
 
 @session_loop
 async def test_empty_or_unknown_session_returns_candidates_in_given_order(stub, model):
-    given = [common_pb2.ItemScore(item_id=model.item_ids[r], score=s) for r, s in ((5, 0.1), (9, 0.7), (1, 0.4))]
+    given = ids_of(model, [5, 9, 1])
     for session in ([], ["nobody-knows"]):
-        reply = await stub.Rank(pb.RankRequest(session_item_ids=session, candidates=given), timeout=5)
+        reply = await stub.Rank(rank_request(session, given, [0.1, 0.7, 0.4]), timeout=5)
         got_ids, got_scores = ids_scores(reply)
-        assert got_ids == [c.item_id for c in given]
+        assert got_ids == given
         np.testing.assert_allclose(got_scores, [0.1, 0.7, 0.4], rtol=1e-6)
         assert list(reply.unknown_item_ids) == session
 
@@ -190,31 +196,33 @@ async def test_long_session_is_trimmed_to_its_most_recent_items(stub, model):
     history = model.lookup(session)[0][-MAX_SESSION:]
     candidates, scores = model.retrieve(model.query(history), 60, np.unique(history))
     want_rows, _ = model.rank(history, candidates, scores)
-    reply = await stub.Rank(
-        pb.RankRequest(session_item_ids=session, candidates=item_scores(model, candidates, scores)), timeout=5
-    )
+    reply = await stub.Rank(rank_request(session, ids_of(model, candidates), scores), timeout=5)
     assert ids_scores(reply)[0] == [model.item_ids[r] for r in want_rows]
 
 
 @session_loop
 async def test_bad_inputs_are_invalid_argument_and_the_server_keeps_serving(stub, model):
-    one = [common_pb2.ItemScore(item_id=model.item_ids[0], score=0.5)]
-    too_many = [common_pb2.ItemScore(item_id=model.item_ids[i], score=0.0) for i in range(core.MAX_CANDIDATES + 1)]
-    assert f"at most {core.MAX_CANDIDATES}" in await invalid(stub, candidates=too_many)
-    assert "k must be >= 0" in await invalid(stub, candidates=one, k=-1)
-    assert "must not be empty" in await invalid(stub, session_item_ids=[model.item_ids[1]])
+    one = [model.item_ids[0]]
+    too_many = model.item_ids[: limits.MAX_ITEMS + 1]
+    assert f"at most {limits.MAX_ITEMS}" in await invalid(stub, rank_request([], too_many, np.zeros(len(too_many))))
+    assert "k must be >= 0" in await invalid(stub, rank_request([], one, [0.5], k=-1))
+    message = await invalid(stub, rank_request([], one, [0.5], k=limits.RANK_MAX_K + 1))
+    assert f"k must be >= 0 and <= {limits.RANK_MAX_K}" in message
+    assert "must not be empty" in await invalid(stub, pb.RankRequest(session_item_ids=[model.item_ids[1]]))
     for bad in (float("nan"), float("inf")):
-        assert "finite" in await invalid(stub, candidates=[common_pb2.ItemScore(item_id=model.item_ids[0], score=bad)])
+        assert "finite" in await invalid(stub, rank_request([], one, [bad]))
+    assert "2 candidates but 1 retrieval scores" in await invalid(stub, rank_request([], [*one, *one], [0.5]))
+    bad_bytes = pb.RankRequest(candidate_ids=one, candidate_scores=b"\0" * 3)
+    assert "candidate_scores is 3 bytes" in await invalid(stub, bad_bytes)
 
-    reply = await stub.Rank(pb.RankRequest(session_item_ids=[model.item_ids[1]], candidates=one), timeout=5)
+    reply = await stub.Rank(rank_request([model.item_ids[1]], one, [0.5]), timeout=5)
     assert [i.item_id for i in reply.items] == [model.item_ids[0]] and reply.model_version == model.version
 
 
 @session_loop
 async def test_unknown_model_version_is_not_found_naming_it(stub, model):
-    one = [common_pb2.ItemScore(item_id=model.item_ids[0], score=0.5)]
     with pytest.raises(grpc.aio.AioRpcError) as info:
-        await stub.Rank(pb.RankRequest(candidates=one, model_version="20990101T000000Z-nope"), timeout=5)
+        await stub.Rank(rank_request([], [model.item_ids[0]], [0.5], model_version="20990101T000000Z-nope"), timeout=5)
     assert info.value.code() == grpc.StatusCode.NOT_FOUND
     assert "20990101T000000Z-nope" in info.value.details()
 
@@ -226,7 +234,7 @@ async def test_each_request_is_served_by_the_version_it_pins(bundle_path, model,
     history = model.lookup(session)[0]
     candidates, scores = model.retrieve(model.query(history), 20, np.unique(history))
     want = [model.item_ids[r] for r in model.rank(history, candidates, scores)[0]]
-    request = pb.RankRequest(session_item_ids=session, candidates=item_scores(model, candidates, scores))
+    request = rank_request(session, ids_of(model, candidates), scores)
     async with serve(models_dir) as s:
         assert (await s.rank.Rank(request, timeout=5)).model_version == new  # newest bundle by default
         for version in (old, new, old):
@@ -240,7 +248,17 @@ def test_core_ranks_like_the_model_without_grpc(model):
     session = sample_sessions(5)[4]
     history = model.lookup(session)[0]
     candidates, scores = model.retrieve(model.query(history), 25, np.unique(history))
-    ranked = core.rank_candidates(model, session, [model.item_ids[r] for r in candidates], scores.tolist(), k=5)
+    query = core.validate_query(
+        session_item_ids=session, candidate_ids=ids_of(model, candidates), retrieval_scores=scores.tolist(), k=5
+    )
+    ranked = core.rank_candidates(model, query)
     assert ranked.item_ids == [model.item_ids[r] for r in model.rank(history, candidates, scores)[0][:5]]
     with pytest.raises(InvalidArgument, match="retrieval scores"):
-        core.check_request(["a", "b"], [1.0], 0)
+        core.validate_query(session_item_ids=[], candidate_ids=["a", "b"], retrieval_scores=[1.0])
+
+
+@session_loop
+async def test_a_request_is_validated_once(stub, model, spy):
+    calls = spy(core, "validate_query")
+    await stub.Rank(rank_request([], model.item_ids[:3], [0.3, 0.2, 0.1]), timeout=5)
+    assert len(calls) == 1
