@@ -33,14 +33,14 @@ import numpy as np
 
 from bench.events import write_section
 from devtools.stack import LocalStack
-from gateway.core import MAX_EVENTS as REST_BATCH
-from gateway.events import MAX_EVENTS
 from recmesh.bundle import load_manifest
 from recmesh.data.load import load_dataset
 from recmesh.data.sessions import Dataset
 from recmesh.evaluate.protocol import leave_one_out
 from recmesh.evaluate.run import evaluate
 from recmesh.pipeline import MAX_SESSION, Model, load_model
+from serving.limits import DEFAULT_EVENTS_PER_VISITOR as MAX_EVENTS
+from serving.limits import MAX_EVENTS_PER_CALL as REST_BATCH
 
 # The replay checks equality, not latency: no answer may degrade because the machine is busy (a history read
 # that times out would recommend without it), so the budget and the gateway's Redis timeout are generous.

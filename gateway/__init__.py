@@ -1,6 +1,16 @@
 """The recmesh gateway: REST/JSON (FastAPI) and gRPC (recmesh.v1.RecommendationService) over one core.
 
-Request path: app.py / grpc_api.py (adapters) -> core.py (orchestration) -> clients.py (the three stage services)
-+ events.py (Redis) + popular.py (what the gateway reads from bundles); budget.py keeps time. Run with
-``python -m gateway``.
+Run with ``python -m gateway``. A request's path, and the module that does each job:
+
+- the faces: ``app.py`` (REST routes; ``middleware.py``, ``schemas.py``, ``rest_errors.py``,
+  ``json_response.py``) and ``grpc_api.py`` (gRPC servicer); they turn the wire into plain values and back;
+- ``checks.py``: every range, cap and id length of the public API (numbers from ``serving/limits.py``), once;
+- the use cases, wired together in ``core.py``: ``recommend.py`` (a recommendation, its hops in ``hops.py``),
+  ``stages.py`` (every stage on its own), ``recording.py`` (recording events);
+- the backends: ``clients.py`` (the three stage services), ``event_store.py`` (visitors' events in Redis;
+  ``events.py`` says what a valid event is), ``model_versions.py`` (what the gateway reads from bundles),
+  ``version_pointer.py`` (following Redis' published version), ``readiness.py`` (/readyz);
+- ``budget.py`` keeps time; ``settings.py`` reads the environment.
+
+docs/architecture.md describes the design.
 """

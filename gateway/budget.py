@@ -1,6 +1,7 @@
 """Deadline bookkeeping for one request: what is left of its budget, and how long each stage took.
 
     budget = Budget(200)                       # ms, starts now
+    budget = Budget.within(200, 0.15)          # or cut to the caller's own deadline (gRPC: 150 ms left)
     with budget.stage("embeddings"):
         reply = await client.get(..., timeout_s=budget.remaining_s())
     budget.finish()                            # records "total"
@@ -30,6 +31,13 @@ class Budget:
         self.reserve_ms = min(reserve_ms, self.budget_ms / 10)
         self._start = time.perf_counter()
         self.timings: dict[str, float] = {}
+
+    @classmethod
+    def within(cls, budget_ms: float, caller_deadline_s: float | None = None) -> Budget:
+        """A budget of ``budget_ms``, cut to what is left of the caller's own deadline (None = it has none)."""
+        if caller_deadline_s is not None:
+            budget_ms = max(0.0, min(budget_ms, caller_deadline_s * 1000.0))
+        return cls(budget_ms)
 
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self._start) * 1000.0

@@ -1,7 +1,8 @@
 """Typed wrappers over the three internal stubs: plain Python/numpy in, plain Python/numpy out.
 
-Every call takes a deadline in seconds (what is left of the caller's budget) and the request id, which travels
-as ``x-request-id`` metadata. A failed call raises the matching :mod:`serving.errors` class:
+Every call takes a deadline in seconds (what is left of the caller's budget); the current request id (the
+:mod:`serving.logs` context variable) travels as ``x-request-id`` metadata. A failed call raises the matching
+:mod:`serving.errors` class:
 
 - ``InvalidArgument`` / ``NotFound``: the service refused the input (the caller's mistake, 400/404);
 - ``DeadlineExceeded``: the deadline passed (or there was no time left to make the call);
@@ -9,7 +10,7 @@ as ``x-request-id`` metadata. A failed call raises the matching :mod:`serving.er
   gateway degrades, or answers 503 when no useful answer exists.
 
     clients = Clients.open(settings)           # channels (round robin over replicas) + Redis
-    found = await clients.candidates.retrieve(query_vector=q, k=200, timeout_s=0.15, request_id=rid)
+    found = await clients.candidates.retrieve(query_vector=q, k=200, timeout_s=0.15)
     await clients.close()
 """
 
@@ -25,7 +26,7 @@ import grpc.aio
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from gateway.events import EventStore
+from gateway.event_store import EventStore
 from gateway.settings import Settings
 from recmesh.v1 import (
     candidate_generation_service_pb2,
@@ -126,13 +127,11 @@ class EmbeddingStoreClient:
     def __init__(self, channel: grpc.aio.Channel) -> None:
         self._stub = embedding_store_service_pb2_grpc.EmbeddingStoreServiceStub(channel)
 
-    async def get_embeddings(
-        self, item_ids: Sequence[str], model_version: str = "", *, timeout_s: float, request_id: str | None
-    ) -> Embeddings:
+    async def get_embeddings(self, item_ids: Sequence[str], model_version: str = "", *, timeout_s: float) -> Embeddings:
         _check_time(EMBEDDING_STORE, timeout_s)
         request = embedding_store_service_pb2.GetEmbeddingsRequest(item_ids=item_ids, model_version=model_version)
         try:
-            reply = await self._stub.GetEmbeddings(request, timeout=timeout_s, metadata=outgoing_metadata(request_id))
+            reply = await self._stub.GetEmbeddings(request, timeout=timeout_s, metadata=outgoing_metadata())
         except grpc.aio.AioRpcError as err:
             raise _error(EMBEDDING_STORE, err) from err
         ids = list(reply.item_ids)
@@ -164,7 +163,6 @@ class CandidateGenerationClient:
         exclude_item_ids: Sequence[str] = (),
         model_version: str = "",
         timeout_s: float,
-        request_id: str | None,
     ) -> Scored:
         """Nearest items for a packed float32 query vector, or for item ids (exactly one of the two)."""
         _check_time(CANDIDATE_GENERATION, timeout_s)
@@ -176,9 +174,7 @@ class CandidateGenerationClient:
             model_version=model_version,
         )
         try:
-            reply = await self._stub.RetrieveCandidates(
-                request, timeout=timeout_s, metadata=outgoing_metadata(request_id)
-            )
+            reply = await self._stub.RetrieveCandidates(request, timeout=timeout_s, metadata=outgoing_metadata())
         except grpc.aio.AioRpcError as err:
             raise _error(CANDIDATE_GENERATION, err) from err
         scores = vectors.unpack(reply.scores, 1)[:, 0] if reply.scores else np.zeros(0, np.float32)
@@ -200,7 +196,6 @@ class RankingClient:
         model_version: str = "",
         *,
         timeout_s: float,
-        request_id: str | None,
     ) -> Scored:
         """Candidates (with their retrieval scores) ordered best first for the session; k = 0 returns all."""
         _check_time(RANKING, timeout_s)
@@ -214,7 +209,7 @@ class RankingClient:
             candidate_scores=vectors.pack(candidate_scores),
         )
         try:
-            reply = await self._stub.Rank(request, timeout=timeout_s, metadata=outgoing_metadata(request_id))
+            reply = await self._stub.Rank(request, timeout=timeout_s, metadata=outgoing_metadata())
         except grpc.aio.AioRpcError as err:
             raise _error(RANKING, err) from err
         return _scored(reply.items, reply.model_version, reply.unknown_item_ids)
@@ -274,7 +269,13 @@ class Clients:
             make_channel(settings.embedding_store_addr, mb),
             make_channel(settings.candidate_generation_addr, mb),
             make_channel(settings.ranking_addr, mb),
-            EventStore.from_settings(settings),
+            EventStore.from_url(
+                settings.redis_url,
+                timeout_ms=settings.redis_timeout_ms,
+                weights=settings.event_weights,
+                keep=settings.events_per_user,
+                rate_limit=settings.event_rate_limit,
+            ),
         )
 
     async def close(self) -> None:

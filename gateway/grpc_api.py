@@ -1,26 +1,32 @@
 """The gRPC face of the gateway: recmesh.v1.RecommendationService over :class:`gateway.core.GatewayCore`.
 
-Proto semantics: 0 means "the default" for k, candidate_count and budget_ms, and values above a cap are capped
-(REST rejects them instead, as its schema says). The caller's own gRPC deadline cuts the budget. Trailing
-metadata carries ``x-request-id`` (also on errors) and ``server-timing`` (same format as the REST header).
+Proto semantics: an unset number is 0, and 0 means "the default" for k, candidate_count and budget_ms; any other
+value goes to the use cases as sent, so a value out of range is INVALID_ARGUMENT with the same message as over
+REST (:mod:`gateway.checks`). The caller's own gRPC deadline cuts the budget. Trailing metadata carries
+``x-request-id`` (also on errors) and ``server-timing`` (same format as the REST header).
 
     server, port, health = await create_grpc_server(core, "[::]:50050")
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any, Protocol, TypeVar
 
 import grpc
 import grpc.aio
 import numpy as np
 from grpc_health.v1 import health
 
-from gateway import core as gw
 from gateway.budget import server_timing
-from gateway.clients import Scored
+from gateway.clients import Embeddings, Scored
+from gateway.core import GatewayCore
 from gateway.events import Event
+from gateway.recommend import Recommendation, RecommendOptions, RecommendRequest
+from gateway.recording import RecordedEvents
+from gateway.stages import StageAnswer
 from recmesh.v1 import common_pb2, recommendation_service_pb2, recommendation_service_pb2_grpc
+from serving import limits, vectors
 from serving.errors import InvalidArgument, grpc_errors
 from serving.logs import REQUEST_ID_KEY, bind_request_id
 from serving.metrics import observe_rpc
@@ -28,92 +34,93 @@ from serving.server import create_server
 
 pb = recommendation_service_pb2
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["RecommendationService"].full_name
-MAX_STREAM_EVENTS = 10_000  # per RecordEvents stream: validated together, so a bad one stores nothing
 
-EVENT_TYPES = {
-    common_pb2.EVENT_TYPE_UNSPECIFIED: "view",
-    common_pb2.EVENT_TYPE_VIEW: "view",
-    common_pb2.EVENT_TYPE_CLICK: "click",
-    common_pb2.EVENT_TYPE_ADD_TO_CART: "add_to_cart",
-    common_pb2.EVENT_TYPE_PURCHASE: "purchase",
+# The proto enum's value of each event type (EVENT_TYPE_CLICK -> "click"); unspecified is a view.
+EVENT_TYPE_NAMES = {common_pb2.EVENT_TYPE_UNSPECIFIED: "view"} | {
+    common_pb2.EventType.Value(f"EVENT_TYPE_{name.upper()}"): name for name in limits.EVENT_TYPES
 }
 
 
-def _or_default(name: str, value: int, default: int, cap: int) -> int:
-    if value < 0:
-        raise InvalidArgument(f"{name} must be >= 0 (0 = default {default}), got {value}")
-    return min(value or default, cap)
+def _query_vector(data: bytes) -> np.ndarray | None:
+    """The packed float32 values of a query vector (its length is checked against the model later); None if
+    unset."""
+    return vectors.unpack(data, 1)[:, 0] if data else None
 
 
-def _candidate_count(value: int) -> int | None:
-    """0 = the model version's own count (None); values above the cap are capped, as for every count here."""
-    if value < 0:
-        raise InvalidArgument(f"candidate_count must be >= 0 (0 = the model's default), got {value}")
-    return min(value, gw.MAX_CANDIDATES) or None
-
-
-def _vector(data: bytes) -> np.ndarray | None:
-    if not data:
-        return None
-    if len(data) % 4:
-        raise InvalidArgument(f"query_vector is {len(data)} bytes, not a whole number of float32 values")
-    return np.frombuffer(data, dtype="<f4").astype(np.float32)
-
-
-def _item_scores(scored_ids: Sequence[str], scores: Sequence[float]) -> list[common_pb2.ItemScore]:
-    return [common_pb2.ItemScore(item_id=i, score=s) for i, s in zip(scored_ids, scores, strict=True)]
+def _item_scores(item_ids: Sequence[str], scores: Sequence[float]) -> list[common_pb2.ItemScore]:
+    return [common_pb2.ItemScore(item_id=i, score=s) for i, s in zip(item_ids, scores, strict=True)]
 
 
 def _scored(s: Scored) -> list[common_pb2.ItemScore]:
     return _item_scores(s.item_ids, s.scores)
 
 
+def _version_and_unknown(s: Scored) -> dict[str, Any]:
+    """The model_version and unknown_item_ids fields of a FindCandidates or RankCandidates answer."""
+    return {"model_version": s.model_version, "unknown_item_ids": s.unknown_item_ids}
+
+
 def _event(e: common_pb2.Event, where: str = "") -> Event:
-    kind = EVENT_TYPES.get(e.type)
+    kind = EVENT_TYPE_NAMES.get(e.type)
     if kind is None:
-        known = ", ".join(f"{common_pb2.EventType.Name(v)} ({v})" for v in EVENT_TYPES)
+        known = ", ".join(f"{common_pb2.EventType.Name(v)} ({v})" for v in EVENT_TYPE_NAMES)
         raise InvalidArgument(f"{where}unknown event type {e.type}; expected one of {known}; nothing was stored")
     return Event(e.user_id, e.item_id, kind, e.timestamp_ms, e.session_id)
 
 
+def _recommend_request(request: pb.RecommendRequest) -> RecommendRequest:
+    o = request.options
+    options = RecommendOptions(
+        skip_ranking=o.skip_ranking,
+        candidate_count=o.candidate_count or None,  # None: the model version's own count
+        exclude_item_ids=list(o.exclude_item_ids),
+        budget_ms=o.budget_ms or None,  # None: the gateway's default
+        query_vector=_query_vector(o.query_vector),
+        include_seen=o.include_seen,
+    )
+    k = request.k or limits.DEFAULT_K
+    return RecommendRequest(list(request.session_item_ids), request.user_id, k, options, request.model_version)
+
+
+class _Timed(Protocol):
+    @property
+    def timings(self) -> dict[str, float]: ...
+
+
+TimedT = TypeVar("TimedT", bound=_Timed)
+
+
 class RecommendationServicer(recommendation_service_pb2_grpc.RecommendationServiceServicer):
-    def __init__(self, core: gw.GatewayCore) -> None:
+    def __init__(self, core: GatewayCore) -> None:
         self.core = core
 
-    def _begin(self, context: grpc.aio.ServicerContext, budget_ms: int | None = None) -> tuple[str, gw.Budget]:
+    @staticmethod
+    def _begin(context: grpc.aio.ServicerContext) -> str:
         rid = bind_request_id(context)
         context.set_trailing_metadata(((REQUEST_ID_KEY, rid),))
-        return rid, self.core.budget(budget_ms, context.time_remaining())
+        return rid
 
     @staticmethod
     def _end(context: grpc.aio.ServicerContext, rid: str, timings: dict[str, float]) -> None:
         context.set_trailing_metadata(((REQUEST_ID_KEY, rid), ("server-timing", server_timing(timings))))
 
+    async def _serve(
+        self, context: grpc.aio.ServicerContext, call: Callable[[float | None], Awaitable[TimedT]]
+    ) -> TimedT:
+        """Bind the request id (a trailer even on errors), run ``call(the caller's deadline)``, and send its
+        timings as the server-timing trailer. Read the request inside ``call``: a bad one then has the id too."""
+        rid = self._begin(context)
+        answer = await call(context.time_remaining())
+        self._end(context, rid, answer.timings)
+        return answer
+
     @grpc_errors
     @observe_rpc("gateway")
     async def Recommend(self, request: pb.RecommendRequest, context: grpc.aio.ServicerContext) -> pb.RecommendResponse:
-        o = request.options
-        if o.budget_ms < 0:
-            raise InvalidArgument(f"budget_ms must be >= 0 (0 = default), got {o.budget_ms}")
-        budget_ms = min(o.budget_ms, gw.MAX_BUDGET_MS) or None
-        rid, budget = self._begin(context, budget_ms)
-        options = gw.RecommendOptions(
-            skip_ranking=o.skip_ranking,
-            candidate_count=_candidate_count(o.candidate_count),
-            exclude_item_ids=list(o.exclude_item_ids),
-            budget_ms=budget_ms,
-            query_vector=_vector(o.query_vector),
-            include_seen=o.include_seen,
-        )
-        query = gw.RecommendRequest(
-            list(request.session_item_ids),
-            request.user_id,
-            _or_default("k", request.k, gw.DEFAULT_K, gw.MAX_K),
-            options,
-            request.model_version,
-        )
-        rec = await self.core.recommend(query, budget, rid)
-        self._end(context, rid, rec.timings)
+        async def recommend(deadline_s: float | None) -> Recommendation:
+            return await self.core.recommender.recommend(_recommend_request(request), deadline_s)
+
+        rec = await self._serve(context, recommend)
         return pb.RecommendResponse(
             items=_item_scores(rec.item_ids, rec.scores),
             model_version=rec.model_version,
@@ -130,14 +137,15 @@ class RecommendationServicer(recommendation_service_pb2_grpc.RecommendationServi
     async def GetItemEmbeddings(
         self, request: pb.GetItemEmbeddingsRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetItemEmbeddingsResponse:
-        rid, budget = self._begin(context)
-        found = await self.core.item_embeddings(list(request.item_ids), request.model_version, budget, rid)
-        self._end(context, rid, budget.timings)
+        async def look_up(deadline_s: float | None) -> StageAnswer[Embeddings]:
+            return await self.core.stages.item_embeddings(list(request.item_ids), request.model_version, deadline_s)
+
+        found = (await self._serve(context, look_up)).result
         return pb.GetItemEmbeddingsResponse(
             model_version=found.model_version,
             dim=found.dim,
             item_ids=found.item_ids,
-            vectors=found.vectors.tobytes(),
+            vectors=vectors.pack(found.vectors),
             unknown_item_ids=found.unknown_item_ids,
             degraded=found.degraded,
             degraded_reason=found.degraded_reason,
@@ -148,60 +156,57 @@ class RecommendationServicer(recommendation_service_pb2_grpc.RecommendationServi
     async def GetSimilarItems(
         self, request: pb.GetSimilarItemsRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetSimilarItemsResponse:
-        rid, budget = self._begin(context)
-        k = _or_default("k", request.k, gw.DEFAULT_K, gw.MAX_K)
-        found = await self.core.similar_items(request.item_id, k, request.model_version, budget, rid)
-        self._end(context, rid, budget.timings)
-        return pb.GetSimilarItemsResponse(items=_scored(found), model_version=found.model_version)
+        k = request.k or limits.DEFAULT_K
+
+        async def find_similar(deadline_s: float | None) -> StageAnswer[Scored]:
+            return await self.core.stages.similar_items(request.item_id, k, request.model_version, deadline_s)
+
+        similar = (await self._serve(context, find_similar)).result
+        return pb.GetSimilarItemsResponse(items=_scored(similar), model_version=similar.model_version)
 
     @grpc_errors
     @observe_rpc("gateway")
     async def FindCandidates(
         self, request: pb.FindCandidatesRequest, context: grpc.aio.ServicerContext
     ) -> pb.FindCandidatesResponse:
-        rid, budget = self._begin(context)
-        found = await self.core.find_candidates(
-            query_vector=_vector(request.query_vector),
-            item_ids=list(request.item_ids),
-            k=_or_default("k", request.k, gw.DEFAULT_FIND_K, gw.MAX_CANDIDATES),
-            exclude_item_ids=list(request.exclude_item_ids),
-            model_version=request.model_version,
-            budget=budget,
-            request_id=rid,
-        )
-        self._end(context, rid, budget.timings)
-        return pb.FindCandidatesResponse(
-            candidates=_scored(found), model_version=found.model_version, unknown_item_ids=found.unknown_item_ids
-        )
+        async def find(deadline_s: float | None) -> StageAnswer[Scored]:
+            return await self.core.stages.find_candidates(
+                query_vector=_query_vector(request.query_vector),
+                item_ids=list(request.item_ids),
+                k=request.k or limits.CANDIDATES_DEFAULT_K,
+                exclude_item_ids=list(request.exclude_item_ids),
+                model_version=request.model_version,
+                caller_deadline_s=deadline_s,
+            )
+
+        found = (await self._serve(context, find)).result
+        return pb.FindCandidatesResponse(candidates=_scored(found), **_version_and_unknown(found))
 
     @grpc_errors
     @observe_rpc("gateway")
     async def RankCandidates(
         self, request: pb.RankCandidatesRequest, context: grpc.aio.ServicerContext
     ) -> pb.RankCandidatesResponse:
-        rid, budget = self._begin(context)
-        ranked = await self.core.rank_candidates(
-            list(request.session_item_ids),
-            [c.item_id for c in request.candidates],
-            [c.score for c in request.candidates],
-            request.k,
-            request.model_version,
-            budget,
-            rid,
-        )
-        self._end(context, rid, budget.timings)
-        return pb.RankCandidatesResponse(
-            items=_scored(ranked), model_version=ranked.model_version, unknown_item_ids=ranked.unknown_item_ids
-        )
+        async def rank(deadline_s: float | None) -> StageAnswer[Scored]:
+            ids, scores = [c.item_id for c in request.candidates], [c.score for c in request.candidates]
+            session, k = list(request.session_item_ids), request.k  # k = 0: all of them, as over REST
+            return await self.core.stages.rank_candidates(session, ids, scores, k, request.model_version, deadline_s)
+
+        ranked = (await self._serve(context, rank)).result
+        return pb.RankCandidatesResponse(items=_scored(ranked), **_version_and_unknown(ranked))
 
     @grpc_errors
     @observe_rpc("gateway")
     async def RecordEvent(
         self, request: pb.RecordEventRequest, context: grpc.aio.ServicerContext
     ) -> pb.RecordEventResponse:
-        rid, budget = self._begin(context)
-        recorded = await self.core.record_events([_event(request.event)], budget)
-        self._end(context, rid, budget.timings)
+        async def record(deadline_s: float | None) -> RecordedEvents:
+            events = [_event(request.event)]
+            return await self.core.events.record(
+                events, max_events=limits.MAX_EVENTS_PER_CALL, unit="call", caller_deadline_s=deadline_s
+            )
+
+        recorded = await self._serve(context, record)
         return pb.RecordEventResponse(stored=True, known_item=recorded.known[0])
 
     @grpc_errors
@@ -213,19 +218,23 @@ class RecommendationServicer(recommendation_service_pb2_grpc.RecommendationServi
         context.set_trailing_metadata(((REQUEST_ID_KEY, rid),))
         events: list[Event] = []
         async for req in request_iterator:
-            if len(events) >= MAX_STREAM_EVENTS:
-                raise InvalidArgument(f"at most {MAX_STREAM_EVENTS} events per stream; nothing was stored")
             events.append(_event(req.event, f"events[{len(events)}]: "))
+            if len(events) > limits.MAX_EVENTS_PER_STREAM:
+                break  # one over the cap refuses the whole stream: the rest need not be read
         if not events:
             return pb.RecordEventsResponse(stored=0)
-        budget = self.core.budget(None, context.time_remaining())
-        recorded = await self.core.record_events(events, budget, limit=MAX_STREAM_EVENTS)
-        self._end(context, rid, budget.timings)
+        recorded = await self.core.events.record(
+            events,
+            max_events=limits.MAX_EVENTS_PER_STREAM,
+            unit="stream",
+            caller_deadline_s=context.time_remaining(),
+        )
+        self._end(context, rid, recorded.timings)
         return pb.RecordEventsResponse(stored=recorded.stored, unknown_item_ids=recorded.unknown_item_ids)
 
 
 async def create_grpc_server(
-    core: gw.GatewayCore, address: str, max_message_mb: int = 4, max_connection_age_s: float = 30.0
+    core: GatewayCore, address: str, max_message_mb: int = 4, max_connection_age_s: float = 30.0
 ) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
     """The gateway's gRPC server (RecommendationService + health + reflection), bound and started."""
 

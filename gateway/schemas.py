@@ -1,31 +1,25 @@
 """REST/JSON request and response models (the OpenAPI schema at /openapi.json).
 
-Requests are validated here first (unknown fields, wrong types and out-of-range numbers are 400s with
-pydantic's message); :mod:`gateway.core` checks the same caps again for gRPC callers. Responses are documented
-with these models but rendered straight to JSON with orjson (no second validation on the way out).
+Requests check types and shape here (unknown fields and wrong types are 400s with pydantic's message); ranges,
+caps and id lengths are checked once, by :mod:`gateway.checks`, for REST and gRPC alike. The schema still states
+every default and cap of :mod:`serving.limits` (``json_schema_extra``), so the document says what the checks
+enforce. Responses are documented with these models but rendered straight to JSON with orjson (no second
+validation on the way out).
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
+from pydantic.config import JsonDict
 
-from gateway.core import (
-    DEFAULT_FIND_K,
-    DEFAULT_K,
-    MAX_BUDGET_MS,
-    MAX_CANDIDATES,
-    MAX_EVENTS,
-    MAX_EXCLUDE,
-    MAX_ITEMS,
-    MAX_K,
-)
-from gateway.events import EVENT_TYPES
-from gateway.popular import DEFAULT_CANDIDATES
-from recmesh.pipeline import MAX_SESSION
+from gateway.events import EARLIEST_DATE, MAX_FUTURE_HOURS
+from serving import limits
 
-ItemId = Annotated[str, Field(min_length=1, max_length=256)]
+ItemId = Annotated[str, Field(json_schema_extra={"minLength": 1, "maxLength": limits.MAX_ID_LEN})]
+QueryVector = list[float] | None
+_QUERY_VECTOR_SIZE: JsonDict = {"minItems": 1, "maxItems": limits.MAX_QUERY_DIM}
 
 
 class Request(BaseModel):
@@ -33,7 +27,11 @@ class Request(BaseModel):
 
 
 ModelVersion = Annotated[
-    str, Field(max_length=128, description="Model version for every stage. Empty = the current version.")
+    str,
+    Field(
+        description="Model version for every stage. Empty = the current version.",
+        json_schema_extra={"maxLength": limits.MAX_VERSION_LEN},
+    ),
 ]
 
 
@@ -42,21 +40,26 @@ class RecommendOptionsIn(Request):
     skip_ranking: bool = Field(False, description="Return candidates in retrieval order without ranking them.")
     candidate_count: int | None = Field(
         None,
-        ge=1,
-        le=MAX_CANDIDATES,
         description="Candidates retrieved before ranking (at least k). Default: the count the model version's "
-        f"ranker was trained on (its manifest's params.candidates; {DEFAULT_CANDIDATES} when it does not say).",
+        f"ranker was trained on (its manifest's params.candidates; {limits.DEFAULT_CANDIDATE_COUNT} when it does "
+        f"not say). At most {limits.MAX_CANDIDATE_COUNT}.",
+        json_schema_extra={"minimum": 1, "maximum": limits.MAX_CANDIDATE_COUNT},
     )
     exclude_item_ids: list[ItemId] = Field(
-        default_factory=list, max_length=MAX_EXCLUDE, description="Never recommended, besides the session's items."
+        default_factory=list,
+        description=f"Never recommended, besides the session's items. At most {limits.MAX_EXCLUDE}.",
+        json_schema_extra={"maxItems": limits.MAX_EXCLUDE},
     )
     budget_ms: int | None = Field(
-        None, ge=1, le=MAX_BUDGET_MS, description="End-to-end budget; default the gateway's BUDGET_MS (200)."
-    )
-    query_vector: list[float] | None = Field(
         None,
-        max_length=4096,
+        description=f"End-to-end budget; default the gateway's BUDGET_MS ({limits.DEFAULT_BUDGET_MS}). "
+        f"At most {limits.MAX_BUDGET_MS}.",
+        json_schema_extra={"minimum": 1, "maximum": limits.MAX_BUDGET_MS},
+    )
+    query_vector: QueryVector = Field(
+        None,
         description="Bring your own query vector (the model's dimension); the session is then not used to build it.",
+        json_schema_extra=_QUERY_VECTOR_SIZE,
     )
     include_seen: bool = Field(False, description="Allow the session's items in the result.")
 
@@ -64,33 +67,53 @@ class RecommendOptionsIn(Request):
 class RecommendIn(Request):
     session: list[ItemId] = Field(
         default_factory=list,
-        description=f"The visitor's recent items, oldest first. Only the most recent {MAX_SESSION} are used "
+        description=f"The visitor's recent items, oldest first. Only the most recent {limits.MAX_SESSION} are used "
         "(session_items_dropped says how many were not).",
     )
     user_id: str | None = Field(
         None,
-        max_length=256,
         description="The visitor: their recorded events (oldest first) are put before `session`.",
+        json_schema_extra={"maxLength": limits.MAX_ID_LEN},
     )
-    k: int = Field(DEFAULT_K, ge=1, le=MAX_K, description="Number of items to return.")
+    k: int = Field(
+        limits.DEFAULT_K,
+        description=f"Number of items to return. At most {limits.MAX_K}.",
+        json_schema_extra={"minimum": 1, "maximum": limits.MAX_K},
+    )
     options: RecommendOptionsIn = Field(default_factory=RecommendOptionsIn)
     model_version: ModelVersion = ""
 
 
 class EmbeddingsIn(Request):
-    item_ids: list[ItemId] = Field(min_length=1, max_length=MAX_ITEMS)
+    item_ids: list[ItemId] = Field(
+        description=f"Required, at most {limits.MAX_ITEMS}.",
+        json_schema_extra={"minItems": 1, "maxItems": limits.MAX_ITEMS},
+    )
     model_version: ModelVersion = ""
 
 
 class CandidatesIn(Request):
-    query_vector: list[float] | None = Field(
-        None, max_length=4096, description="Exactly one of query_vector (the model's dimension) and item_ids."
+    query_vector: QueryVector = Field(
+        None,
+        description="Exactly one of query_vector (the model's dimension) and item_ids.",
+        json_schema_extra=_QUERY_VECTOR_SIZE,
     )
     item_ids: list[ItemId] = Field(
-        default_factory=list, max_length=MAX_ITEMS, description="Query by items: their session query."
+        default_factory=list,
+        description="Query by items: the recency-weighted sum of their unit vectors (normalised). "
+        f"At most {limits.MAX_ITEMS}.",
+        json_schema_extra={"maxItems": limits.MAX_ITEMS},
     )
-    k: int = Field(DEFAULT_FIND_K, ge=1, le=MAX_CANDIDATES)
-    exclude_item_ids: list[ItemId] = Field(default_factory=list, max_length=MAX_EXCLUDE)
+    k: int = Field(
+        limits.CANDIDATES_DEFAULT_K,
+        description=f"Number of candidates. At most {limits.CANDIDATES_MAX_K}.",
+        json_schema_extra={"minimum": 1, "maximum": limits.CANDIDATES_MAX_K},
+    )
+    exclude_item_ids: list[ItemId] = Field(
+        default_factory=list,
+        description=f"Items never returned. At most {limits.MAX_EXCLUDE}.",
+        json_schema_extra={"maxItems": limits.MAX_EXCLUDE},
+    )
     model_version: ModelVersion = ""
 
 
@@ -102,30 +125,39 @@ class CandidateIn(Request):
 class RankIn(Request):
     session: list[ItemId] = Field(default_factory=list, description="The visitor's recent items, oldest first.")
     candidates: list[ItemId | CandidateIn] = Field(
-        min_length=1, max_length=MAX_ITEMS, description='Ids ("a") or {"item_id": "a", "score": 0.8}.'
+        description=f'Ids ("a") or {{"item_id": "a", "score": 0.8}}. Required, at most {limits.MAX_ITEMS}.',
+        json_schema_extra={"minItems": 1, "maxItems": limits.MAX_ITEMS},
     )
-    k: int = Field(0, ge=0, le=MAX_ITEMS, description="Number of items to return; 0 = all.")
+    k: int = Field(
+        0,
+        description=f"Number of items to return; 0 = all. At most {limits.RANK_MAX_K}.",
+        json_schema_extra={"minimum": 0, "maximum": limits.RANK_MAX_K},
+    )
     model_version: ModelVersion = ""
 
 
 class EventIn(Request):
     user_id: ItemId = Field(description="The visitor. Required.")
     item_id: ItemId = Field(description="The item. Stored even when the current model does not know it.")
-    type: Literal["view", "click", "add_to_cart", "purchase"] = "view"
+    type: str = Field("view", json_schema_extra={"enum": list(limits.EVENT_TYPES)})
     timestamp_ms: int | None = Field(
         None,
-        ge=0,
-        description="Milliseconds since the epoch; default (or 0) now; from 2000-01-01 to a day in the future.",
+        description=f"Milliseconds since the epoch; default (or 0) now; from {EARLIEST_DATE} to "
+        f"{MAX_FUTURE_HOURS:g} hours in the future.",
+        json_schema_extra={"minimum": 0},
     )
-    session_id: str = Field("", max_length=256, description="Optional; may carry a recommendation_id.")
+    session_id: str = Field(
+        "",
+        description="Optional; may carry a recommendation_id.",
+        json_schema_extra={"maxLength": limits.MAX_ID_LEN},
+    )
 
 
 class EventsIn(Request):
     events: list[EventIn] = Field(
-        min_length=1,
-        max_length=MAX_EVENTS,
-        description=f"At most {MAX_EVENTS}, validated whole and stored all or none (a bad event or a visitor over "
-        "the per-second rate limit stores nothing).",
+        description=f"At most {limits.MAX_EVENTS_PER_CALL}, validated whole and stored all or none (a bad event "
+        "or a visitor over the per-second rate limit stores nothing).",
+        json_schema_extra={"minItems": 1, "maxItems": limits.MAX_EVENTS_PER_CALL},
     )
 
 
@@ -134,7 +166,6 @@ def _event_kind(value: Any) -> str:
 
 
 EventsBody = Annotated[Annotated[EventIn, Tag("one")] | Annotated[EventsIn, Tag("batch")], Discriminator(_event_kind)]
-assert set(EVENT_TYPES) == {"view", "click", "add_to_cart", "purchase"}
 
 
 # ------------------------------------------------------------------------------------------------- responses

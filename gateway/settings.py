@@ -9,7 +9,8 @@ from typing import Annotated
 from pydantic import Field, field_validator
 from pydantic_settings import NoDecode
 
-from gateway.events import DEFAULT_RATE_LIMIT, DEFAULT_WEIGHTS, MAX_EVENTS, parse_weights
+from gateway.events import parse_weights
+from serving import limits
 from serving.settings import CommonSettings
 
 
@@ -22,7 +23,9 @@ class Settings(CommonSettings):
     redis_url: str = Field(
         "redis://localhost:6379/0", validation_alias="REDIS_URL", description="Events and version pointer."
     )
-    budget_ms: int = Field(200, validation_alias="BUDGET_MS", description="Default end-to-end budget.")
+    budget_ms: int = Field(
+        limits.DEFAULT_BUDGET_MS, validation_alias="BUDGET_MS", description="Default end-to-end budget (ms)."
+    )
     redis_timeout_ms: int = Field(
         50, validation_alias="REDIS_TIMEOUT_MS", description="Redis socket timeout for event reads and writes."
     )
@@ -33,16 +36,20 @@ class Settings(CommonSettings):
         0.0, validation_alias="DRAIN_S", description="After SIGTERM, keep serving (NOT_SERVING, /readyz 503) this long."
     )
     event_weights: Annotated[dict[str, float], NoDecode] = Field(
-        default_factory=lambda: dict(DEFAULT_WEIGHTS),
+        default_factory=lambda: dict(limits.DEFAULT_EVENT_WEIGHTS),
         validation_alias="EVENT_WEIGHTS",
         description='Weight of each event type in the session vector, e.g. "view=1,click=1.5,add_to_cart=2,'
         'purchase=3" (the default); types not named keep their default; weights are numbers > 0.',
     )
     events_per_user: int = Field(
-        MAX_EVENTS, ge=1, le=10_000, validation_alias="EVENTS_PER_USER", description="Events kept per visitor."
+        limits.DEFAULT_EVENTS_PER_VISITOR,
+        ge=1,
+        le=10_000,
+        validation_alias="EVENTS_PER_USER",
+        description="Events kept per visitor.",
     )
     event_rate_limit: int = Field(
-        DEFAULT_RATE_LIMIT,
+        limits.DEFAULT_EVENT_RATE_LIMIT,
         ge=0,
         validation_alias="EVENT_RATE_LIMIT",
         description="Events a visitor may send per second (0 = no limit); a call over it stores nothing (429).",

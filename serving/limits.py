@@ -1,9 +1,13 @@
 """Every cap and default of recmesh's public API, in one place.
 
-The REST schemas (gateway/schemas.py), the gRPC adapters, the gateway's checks and the stage services all read
-these names; the proto comments and the OpenAPI document state the same numbers (tests/serving/test_limits.py
-checks that they agree). REST and gRPC treat a value out of range the same way: INVALID_ARGUMENT / 400 naming
-the range, never a silent clamp. In proto3 an unset number is 0, so there 0 means "the default".
+The gateway's checks (gateway/checks.py) enforce them for REST and gRPC alike, the REST schemas
+(gateway/schemas.py) document them in the OpenAPI document, the proto comments state them, and the stage
+services read the ones of their own API; tests/serving/test_limits.py checks that the documents agree. A value
+out of range is INVALID_ARGUMENT / 400 naming the range, never a silent clamp. In proto3 an unset number is 0, so
+there 0 means "the default".
+
+    from serving import limits
+    checks.in_range("k", k, 1, limits.MAX_K)
 """
 
 from __future__ import annotations

@@ -28,6 +28,10 @@ if _version_not_supported:
 class RecommendationServiceStub:
     """Session recommendations and the stages they are built from.
 
+    Numbers: an unset (0) count or budget means its default; a value out of
+    range is INVALID_ARGUMENT, never silently capped. Ids are at most 256
+    characters, model versions at most 128.
+
     Errors follow one rule: INVALID_ARGUMENT / NOT_FOUND for the caller's
     mistakes (bad input, unknown model version), UNAVAILABLE or
     DEADLINE_EXCEEDED only when no useful answer exists. A stage that fails
@@ -79,6 +83,10 @@ class RecommendationServiceStub:
 
 class RecommendationServiceServicer:
     """Session recommendations and the stages they are built from.
+
+    Numbers: an unset (0) count or budget means its default; a value out of
+    range is INVALID_ARGUMENT, never silently capped. Ids are at most 256
+    characters, model versions at most 128.
 
     Errors follow one rule: INVALID_ARGUMENT / NOT_FOUND for the caller's
     mistakes (bad input, unknown model version), UNAVAILABLE or
@@ -132,7 +140,9 @@ class RecommendationServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def RecordEvents(self, request_iterator, context):
-        """Records a stream of interactions; answers once the stream ends.
+        """Records a stream of interactions; answers once the stream ends. At most
+        10000 events per stream (more is INVALID_ARGUMENT); validated together,
+        so one bad event stores nothing.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -186,6 +196,10 @@ def add_RecommendationServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class RecommendationService:
     """Session recommendations and the stages they are built from.
+
+    Numbers: an unset (0) count or budget means its default; a value out of
+    range is INVALID_ARGUMENT, never silently capped. Ids are at most 256
+    characters, model versions at most 128.
 
     Errors follow one rule: INVALID_ARGUMENT / NOT_FOUND for the caller's
     mistakes (bad input, unknown model version), UNAVAILABLE or

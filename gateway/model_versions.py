@@ -1,12 +1,12 @@
-"""What the gateway reads from the model bundles itself: manifests, catalogues and popular items.
+"""The model versions the gateway knows of: which one is current, each one's manifest, catalogue and popular items.
 
 The gateway builds query vectors (it needs each version's ``params.query_decay`` and ``dim``), answers with
 popular items when there is nothing to query with or candidate generation is down, and tells RecordEvent whether
 an item is in the current catalogue. It reads only ``manifest.json``, ``items.txt`` and the popularity array of
 ``tables.npz`` - never vectors or indexes - once per version, lazily, and keeps the last few versions.
 
-    catalog = Catalog(models_dir)
-    info = await catalog.get("")                 # the current version (pinned, else newest on disk)
+    versions = ModelVersions(models_dir)
+    info = versions.get("")                      # the current version (pinned, else published, else newest)
     info.query_decay, info.dim
     items = await info.items()                   # catalogue + popularity, loaded off the event loop once
     items.popular(10, exclude={"a", "b"})        # (["x", ...], [1.0, 0.93, ...])
@@ -24,10 +24,10 @@ from typing import Any
 import numpy as np
 
 from recmesh import bundle
+from serving import limits
 from serving.errors import NotFound, Unavailable
 
 KEEP_VERSIONS = 3
-DEFAULT_CANDIDATES = 200  # for a bundle whose manifest does not say (params.candidates)
 LIST_EVERY_S = 2.0  # how often "the current version" looks at the models directory again
 
 
@@ -62,7 +62,7 @@ def load_items(directory: Path) -> CatalogItems:
     return CatalogItems(item_ids, frozenset(item_ids), [item_ids[i] for i in order], scores.tolist())
 
 
-class BundleInfo:
+class VersionInfo:
     """One version as the gateway sees it: the manifest now, the catalogue on first use."""
 
     def __init__(self, directory: Path, manifest: dict[str, Any]) -> None:
@@ -71,7 +71,7 @@ class BundleInfo:
         self.version: str = manifest["version"]
         self.dim = int(manifest["dim"])
         self.query_decay = float(manifest["params"]["query_decay"])
-        self.default_candidates = int(manifest["params"].get("candidates", DEFAULT_CANDIDATES))
+        self.default_candidates = int(manifest["params"].get("candidates", limits.DEFAULT_CANDIDATE_COUNT))
         self._items: CatalogItems | None = None
         self._lock = asyncio.Lock()
 
@@ -83,13 +83,13 @@ class BundleInfo:
         return self._items
 
 
-class Catalog:
+class ModelVersions:
     """The bundles of ``models_dir`` as the gateway needs them, cached per version."""
 
     def __init__(self, models_dir: Path, pinned: str = "") -> None:
         self.models_dir = Path(models_dir)
         self.pinned = pinned
-        self._infos: OrderedDict[str, BundleInfo] = OrderedDict()
+        self._infos: OrderedDict[str, VersionInfo] = OrderedDict()
         self._newest = ""
         self._listed_at = -float("inf")
         self._published: str | None = None
@@ -116,7 +116,7 @@ class Catalog:
             raise Unavailable(f"no model bundle in {self.models_dir}")
         return self._newest
 
-    def get(self, version: str = "") -> BundleInfo:
+    def get(self, version: str = "") -> VersionInfo:
         """The version's manifest (empty = current). NotFound if it is not on disk. Reads one small file the
         first time a version is asked for."""
         version = version or self.current_version()
@@ -125,7 +125,7 @@ class Catalog:
             return info
         try:
             directory = bundle.resolve(self.models_dir, version)
-            info = BundleInfo(directory, bundle.load_manifest(directory, verify=False))
+            info = VersionInfo(directory, bundle.load_manifest(directory, verify=False))
         except bundle.BundleError as e:
             raise NotFound(f"model version {version!r} is not available: {e}") from e
         self._infos[version] = info

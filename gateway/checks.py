@@ -1,0 +1,92 @@
+"""The gateway's checks of a caller's input: every range, cap and id length of the public API, in one place.
+
+Both faces reach them through the use cases (REST's pydantic schemas check only types and shape; gRPC's adapter
+only turns proto3's 0 into "the default"), so a value out of range gets the same INVALID_ARGUMENT message over
+REST and gRPC, and is checked once along its path. The numbers come from :mod:`serving.limits`.
+
+    checks.in_range("k", k, 1, limits.MAX_K)      # InvalidArgument("k must be between 1 and 200, got 500")
+    checks.ids("exclude_item_ids", exclude)       # each non-empty and at most MAX_ID_LEN characters
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from serving import limits, vectors
+from serving.errors import InvalidArgument
+
+EMPTY_SESSION = "empty session: send session_item_ids, a user_id with events, or options.query_vector"
+
+
+def in_range(name: str, value: int, low: int, high: int) -> None:
+    if not low <= value <= high:
+        raise InvalidArgument(f"{name} must be between {low} and {high}, got {value}")
+
+
+def optional_in_range(name: str, value: int | None, low: int, high: int) -> None:
+    """None is the default, and always fine."""
+    if value is not None:
+        in_range(name, value, low, high)
+
+
+def count(name: str, items: Sequence[object], cap: int, *, required: bool = False) -> None:
+    """At most ``cap`` items (and at least one when required)."""
+    if required and not items:
+        raise InvalidArgument(f"{name} must not be empty")
+    if len(items) > cap:
+        raise InvalidArgument(f"at most {cap} {name}, got {len(items)}")
+
+
+def identifier(name: str, value: str, *, required: bool = True) -> None:
+    if not value:
+        if required:
+            raise InvalidArgument(f"{name} must not be empty")
+        return
+    if len(value) > limits.MAX_ID_LEN:
+        raise InvalidArgument(f"{name} is {len(value)} characters long, at most {limits.MAX_ID_LEN}")
+
+
+def ids(name: str, items: Sequence[str]) -> None:
+    for i, item in enumerate(items):
+        identifier(f"{name}[{i}]", item)
+
+
+def model_version(value: str) -> None:
+    if len(value) > limits.MAX_VERSION_LEN:
+        raise InvalidArgument(f"model_version is {len(value)} characters long, at most {limits.MAX_VERSION_LEN}")
+
+
+def query_vector_size(vector: np.ndarray | None) -> None:
+    """The caller's vector is 1-D and no longer than any model's (its own model's dim is checked once known)."""
+    if vector is None:
+        return
+    if vector.ndim != 1 or vector.size == 0:
+        raise InvalidArgument(f"query_vector must be a non-empty list of floats, got shape {vector.shape}")
+    if vector.size > limits.MAX_QUERY_DIM:
+        raise InvalidArgument(f"query_vector has {vector.size} values, at most {limits.MAX_QUERY_DIM}")
+
+
+def packed_query(vector: np.ndarray, dim: int, version: str) -> bytes:
+    """The packed bytes of a query vector that fits model ``version`` (``dim`` values, all finite)."""
+    if vector.size != dim:
+        raise InvalidArgument(f"query_vector has {vector.size} dims, model {version} expects {dim}")
+    if not np.isfinite(vector).all():
+        raise InvalidArgument("query_vector contains NaN or infinite values")
+    return vectors.pack(vector)
+
+
+def finite_scores(scores: Sequence[float]) -> None:
+    if not all(math.isfinite(s) for s in scores):
+        raise InvalidArgument("candidate scores must be finite numbers")
+
+
+def event_count(events: Sequence[object], cap: int, unit: str) -> None:
+    """One to ``cap`` events per ``unit`` ("call", "stream"). No count in the message: a stream is not read past
+    the first event over the cap."""
+    if not events:
+        raise InvalidArgument("no events to record")
+    if len(events) > cap:
+        raise InvalidArgument(f"at most {cap} events per {unit}; nothing was stored")

@@ -1,0 +1,119 @@
+"""The REST face's ASGI middleware: what every HTTP request goes through before and after its route.
+
+    app.add_middleware(GatewayMiddleware)          # FastAPI / Starlette
+
+It sets the request id (the caller's ``x-request-id``, or a new one) for the request's task and answers with it,
+reads every body as JSON, refuses bodies over limits.MAX_BODY_BYTES (413, chunked ones counted while read), records
+latency and error metrics per route, and turns an unhandled exception into a 500 naming only the request id.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway.json_response import error_response
+from serving import limits
+from serving.logs import request_id_from_metadata, request_id_var, set_request_id
+from serving.metrics import RPC_ERRORS, RPC_LATENCY
+
+log = logging.getLogger(__name__)
+
+SERVICE = "gateway-rest"  # the service label of its metrics
+
+
+def _as_json(scope: Scope) -> Scope:
+    """Every body is JSON: read it as such whatever the Content-Type says, so that `curl -d '{...}'` (which sends
+    application/x-www-form-urlencoded) works as the README shows."""
+    headers = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
+    return {**scope, "headers": [*headers, (b"content-type", b"application/json")]}
+
+
+class GatewayMiddleware:
+    """Request id in and out, the body cap, latency/error metrics, and a last-resort 500 that names the
+    request id but nothing internal. Plain ASGI (no BaseHTTPMiddleware task hop on the hot path)."""
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int = limits.MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        headers = scope["headers"]
+        rid = request_id_from_metadata((k.decode("latin-1"), v.decode("latin-1")) for k, v in headers)
+        token = set_request_id(rid)
+        rid_header = (b"x-request-id", rid.encode())
+        status = 500
+        started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status, started
+            if message["type"] == "http.response.start":
+                started = True
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), rid_header]
+            await send(message)
+
+        if scope["method"] in ("POST", "PUT", "PATCH"):
+            scope = _as_json(scope)
+        try:
+            length = next((v for k, v in headers if k == b"content-length"), None)
+            if length is not None and int(length) > self.max_body_bytes:
+                await self._too_large(send_with_id)
+                return
+            if length is None and scope["method"] in ("POST", "PUT", "PATCH"):
+                replay = await self._buffered(receive)  # chunked: count the bytes ourselves
+                if replay is None:
+                    await self._too_large(send_with_id)
+                    return
+                receive = replay
+            await self.app(scope, receive, send_with_id)
+        except Exception:
+            log.exception("unhandled error in %s %s", scope["method"], scope["path"])
+            if not started:
+                await error_response(500, "INTERNAL", f"internal error (request_id={rid})")(
+                    scope, receive, send_with_id
+                )
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", "unmatched")
+            label = f"{scope['method']} {path}"
+            RPC_LATENCY.labels(SERVICE, label).observe(time.perf_counter() - start)
+            if status >= 400:
+                RPC_ERRORS.labels(SERVICE, label, str(status)).inc()
+            request_id_var.reset(token)
+
+    async def _buffered(self, receive: Receive) -> Receive | None:
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        sent = False
+
+        async def replay() -> Message:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        return replay
+
+    async def _too_large(self, send: Send) -> None:
+        response = error_response(413, "RESOURCE_EXHAUSTED", f"request body is larger than {self.max_body_bytes} bytes")
+        await send({"type": "http.response.start", "status": 413, "headers": response.raw_headers})
+        await send({"type": "http.response.body", "body": response.body})

@@ -1,0 +1,271 @@
+"""A recommendation, shared by REST and gRPC: the visitor's session in, items best first out, in at most three
+hops (docs/architecture.md describes the design):
+
+  0. session = the visitor's recorded events (one Redis read, oldest first) + the request's items, trimmed to
+     the most recent limits.MAX_SESSION; each item weighs what its event type weighs (request items count as
+     views);
+  1. GetEmbeddings(session) -> vectors and the model version, pinned for the next hops;
+  2. query = session_query(vectors, manifest decay, type weights); RetrieveCandidates(query, exclude = seen +
+     exclusions), seen = the whole stored history + the session (unless include_seen);
+  3. Rank(session, candidates) -> the answer's order.
+
+Degrade, don't fail (:mod:`gateway.hops`): embedding store down -> candidate generation builds the query from
+item ids; candidate generation down -> popular items; ranking down or out of budget -> retrieval order. Each
+degraded answer lists what was skipped and why.
+
+    recommender = Recommender(clients, versions, default_budget_ms=200)
+    rec = await recommender.recommend(RecommendRequest(["a", "b"], k=5), caller_deadline_s=0.3)
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from gateway import checks
+from gateway.budget import Budget
+from gateway.clients import Clients, Embeddings, Scored
+from gateway.event_store import EventStoreUnavailable, History
+from gateway.hops import CANDIDATES_HOP, EMBEDDINGS_HOP, RANKING_HOP, Degradation, Plan
+from gateway.model_versions import ModelVersions, VersionInfo
+from recmesh.pipeline import session_query
+from serving import limits, vectors
+from serving.errors import InvalidArgument, NotFound, Unavailable
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RecommendOptions:
+    skip_ranking: bool = False
+    candidate_count: int | None = None  # None = the model version's own params.candidates
+    exclude_item_ids: Sequence[str] = ()
+    budget_ms: int | None = None  # None = the gateway's default
+    query_vector: np.ndarray | None = None  # (dim,) float32; replaces the session's query
+    include_seen: bool = False
+
+
+@dataclass(frozen=True)
+class RecommendRequest:
+    session_item_ids: Sequence[str] = ()
+    user_id: str = ""
+    k: int = limits.DEFAULT_K
+    options: RecommendOptions = field(default_factory=RecommendOptions)
+    model_version: str = ""
+
+
+@dataclass
+class Recommendation:
+    item_ids: list[str]
+    scores: list[float]
+    model_version: str
+    degradations: list[Degradation]
+    unknown_item_ids: list[str]
+    session_items_dropped: int
+    timings: dict[str, float]
+    recommendation_id: str
+
+    @property
+    def degraded(self) -> bool:
+        return bool(self.degradations)
+
+
+def _check(request: RecommendRequest) -> None:
+    options = request.options
+    checks.in_range("k", request.k, 1, limits.MAX_K)
+    checks.optional_in_range("candidate_count", options.candidate_count, 1, limits.MAX_CANDIDATE_COUNT)
+    checks.optional_in_range("budget_ms", options.budget_ms, 1, limits.MAX_BUDGET_MS)
+    checks.count("exclude_item_ids", options.exclude_item_ids, limits.MAX_EXCLUDE)
+    checks.ids("session_item_ids", request.session_item_ids)
+    checks.ids("exclude_item_ids", options.exclude_item_ids)
+    checks.identifier("user_id", request.user_id, required=False)
+    checks.model_version(request.model_version)
+    checks.query_vector_size(options.query_vector)
+    if options.query_vector is None and not request.session_item_ids and not request.user_id:
+        raise InvalidArgument(checks.EMPTY_SESSION)
+
+
+def _known_weights(session: list[str], weights: list[float], found: Embeddings) -> np.ndarray | None:
+    """The weights of the session items the embedding store knew (its rows are the known items in session
+    order, one per occurrence); None when they are all equal (then the query is the offline one, bit for bit)."""
+    if len(set(weights)) <= 1:
+        return None
+    known: list[float] = []
+    rows = found.item_ids
+    for item, weight in zip(session, weights, strict=True):
+        if len(known) < len(rows) and item == rows[len(known)]:
+            known.append(weight)
+    if len(known) != len(rows):  # not the session's known subsequence: weigh nothing rather than misalign
+        log.warning("embedding rows do not follow the session; event weights ignored")
+        return None
+    return np.asarray(known, dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class Recommender:
+    """Recommend and POST /v1/recommend: orchestrates the event store and the three stage services."""
+
+    clients: Clients
+    versions: ModelVersions
+    default_budget_ms: int
+
+    async def recommend(self, request: RecommendRequest, caller_deadline_s: float | None = None) -> Recommendation:
+        """The request's recommendation within its budget (options.budget_ms, else the gateway's default, cut to
+        the caller's own deadline). InvalidArgument for input out of range, NotFound for an unknown version."""
+        _check(request)
+        options = request.options
+        query_bytes, query_version = b"", ""
+        if options.query_vector is not None:
+            # Bring your own vector: check it against the model it will be used with, before any hop.
+            info = self.versions.get(request.model_version)
+            query_bytes, query_version = checks.packed_query(options.query_vector, info.dim, info.version), info.version
+        budget_ms = self.default_budget_ms if options.budget_ms is None else options.budget_ms
+        plan = Plan(Budget.within(budget_ms, caller_deadline_s), request.model_version)
+
+        history = await self._history(plan, request.user_id) if request.user_id else History([], [])
+        session = history.item_ids + list(request.session_item_ids)
+        view = self.clients.events.weights["view"]  # the request's own items count as views
+        weights = history.weights + [view] * len(request.session_item_ids)
+        dropped = max(0, len(session) - limits.MAX_SESSION)
+        session, weights = session[-limits.MAX_SESSION :], weights[-limits.MAX_SESSION :]
+        # Seen = the visitor's whole stored history (bought or viewed), not only the most recent MAX_SESSION.
+        seen = [] if options.include_seen else [*history.item_ids, *session]
+        exclude = list(dict.fromkeys([*seen, *options.exclude_item_ids]))
+
+        candidates: Scored | None = None
+        if query_bytes:
+            plan.version = query_version
+            candidates = await self._candidates(plan, request, exclude, query_vector=query_bytes)
+        elif session:
+            embeddings = await self._embeddings(plan, session)
+            if embeddings is None:  # store down or late: candidate generation queries by item ids instead
+                candidates = await self._candidates(plan, request, exclude, item_ids=session)
+            elif embeddings.item_ids:
+                decay = self._manifest(embeddings.model_version).query_decay
+                query = session_query(embeddings.vectors, decay, _known_weights(session, weights, embeddings))
+                candidates = await self._candidates(plan, request, exclude, query_vector=vectors.pack(query))
+
+        if candidates is None:  # nothing to query with, or no candidates: the most popular items
+            item_ids, scores = await self._popular(plan, request.k, set(exclude))
+        else:
+            if candidates.item_ids and not options.skip_ranking:
+                candidates = await self._rank(plan, request.k, session, candidates) or candidates
+            item_ids, scores = candidates.item_ids[: request.k], candidates.scores[: request.k]
+
+        return Recommendation(
+            item_ids=item_ids,
+            scores=scores,
+            model_version=plan.version or self.versions.current_version(),
+            degradations=plan.degradations,
+            unknown_item_ids=list(dict.fromkeys(plan.unknown)),
+            session_items_dropped=dropped,
+            timings=plan.budget.finish(),
+            recommendation_id=uuid.uuid4().hex,
+        )
+
+    async def _history(self, plan: Plan, user_id: str) -> History:
+        with plan.budget.stage("events"):
+            try:
+                return await self.clients.events.history(user_id, plan.budget.remaining_s())
+            except EventStoreUnavailable:
+                plan.degrade("events", "redis unavailable", "visitor history not read")
+                return History([], [])
+
+    async def _embeddings(self, plan: Plan, session: list[str]) -> Embeddings | None:
+        """Hop 1. None when the store is down or late (the plan is marked degraded)."""
+        store = self.clients.embeddings
+        found = await plan.run(
+            EMBEDDINGS_HOP, lambda timeout_s: store.get_embeddings(session, plan.version, timeout_s=timeout_s)
+        )
+        if found is None:
+            return None
+        plan.version = found.model_version  # pinned for hops 2 and 3
+        plan.unknown.extend(found.unknown_item_ids)
+        if found.degraded:
+            plan.degrade("embeddings", "embedding-store degraded", found.degraded_reason or "fallback tier")
+        return found
+
+    async def _candidates(
+        self,
+        plan: Plan,
+        request: RecommendRequest,
+        exclude: list[str],
+        *,
+        query_vector: bytes = b"",
+        item_ids: Sequence[str] = (),
+    ) -> Scored | None:
+        """Hop 2, with the exclusions applied. None when there are no candidates to rank (popular items next)."""
+        k = self._candidate_count(plan, request)
+
+        async def retrieve(timeout_s: float) -> Scored:
+            try:
+                return await self.clients.candidates.retrieve(
+                    query_vector=query_vector,
+                    item_ids=item_ids,
+                    k=k,
+                    exclude_item_ids=exclude[: limits.MAX_EXCLUDE],
+                    model_version=plan.version,
+                    timeout_s=timeout_s,
+                )
+            except NotFound:
+                if not item_ids:
+                    raise
+                return Scored([], [], plan.version, list(item_ids))  # none of the items is known
+
+        found = await plan.run(CANDIDATES_HOP, retrieve)
+        if found is None:
+            return None
+        plan.version = found.model_version
+        if item_ids:
+            plan.unknown.extend(found.unknown_item_ids)
+            if not found.item_ids:
+                return None  # none of the session is known: popular items, as for an unknown session
+        if len(exclude) > limits.MAX_EXCLUDE:  # only the first MAX_EXCLUDE went upstream: filter the rest here
+            excluded = set(exclude)
+            keep = [i for i, item in enumerate(found.item_ids) if item not in excluded]
+            found = Scored(
+                [found.item_ids[i] for i in keep],
+                [found.scores[i] for i in keep],
+                found.model_version,
+                found.unknown_item_ids,
+            )
+        return found
+
+    async def _rank(self, plan: Plan, k: int, session: list[str], candidates: Scored) -> Scored | None:
+        """Hop 3. None when ranking is down, late or out of budget (retrieval order is served)."""
+        ranking = self.clients.ranking
+        ranked = await plan.run(
+            RANKING_HOP,
+            lambda timeout_s: ranking.rank(
+                session, candidates.item_ids, candidates.scores, k, plan.version, timeout_s=timeout_s
+            ),
+        )
+        if ranked is not None and not plan.unknown:
+            session_ids = set(session)
+            plan.unknown.extend(i for i in ranked.unknown_item_ids if i in session_ids)
+        return ranked
+
+    async def _popular(self, plan: Plan, k: int, exclude: set[str]) -> tuple[list[str], list[float]]:
+        with plan.budget.stage("popular"):
+            info = self.versions.get(plan.version)
+            plan.version = info.version
+            items = await info.items()
+            return items.popular(k, exclude)
+
+    def _candidate_count(self, plan: Plan, request: RecommendRequest) -> int:
+        """Candidates to retrieve: what the caller asked for, else what the pinned version's ranker was trained to
+        order (its manifest's params.candidates); never fewer than k."""
+        asked = request.options.candidate_count
+        if asked is None:
+            asked = min(self._manifest(plan.version).default_candidates, limits.MAX_CANDIDATE_COUNT)
+        return max(asked, request.k)
+
+    def _manifest(self, version: str) -> VersionInfo:
+        try:
+            return self.versions.get(version)
+        except NotFound as e:
+            raise Unavailable(f"model version {version!r} served upstream is not in the gateway's models_dir") from e
