@@ -27,9 +27,8 @@ from gateway.recording import RecordedEvents
 from gateway.stages import StageAnswer
 from recmesh.v1 import common_pb2, recommendation_service_pb2, recommendation_service_pb2_grpc
 from serving import limits, vectors
-from serving.errors import InvalidArgument, grpc_errors
-from serving.logs import REQUEST_ID_KEY, bind_request_id
-from serving.metrics import observe_rpc
+from serving.errors import InvalidArgument
+from serving.logs import REQUEST_ID_KEY, get_request_id
 from serving.server import create_server
 
 pb = recommendation_service_pb2
@@ -96,7 +95,7 @@ class RecommendationServicer(recommendation_service_pb2_grpc.RecommendationServi
 
     @staticmethod
     def _begin(context: grpc.aio.ServicerContext) -> str:
-        rid = bind_request_id(context)
+        rid = get_request_id() or ""  # bound by the server's interceptor
         context.set_trailing_metadata(((REQUEST_ID_KEY, rid),))
         return rid
 
@@ -114,8 +113,6 @@ class RecommendationServicer(recommendation_service_pb2_grpc.RecommendationServi
         self._end(context, rid, answer.timings)
         return answer
 
-    @grpc_errors
-    @observe_rpc("gateway")
     async def Recommend(self, request: pb.RecommendRequest, context: grpc.aio.ServicerContext) -> pb.RecommendResponse:
         async def recommend(deadline_s: float | None) -> Recommendation:
             return await self.core.recommender.recommend(_recommend_request(request), deadline_s)
@@ -132,8 +129,6 @@ class RecommendationServicer(recommendation_service_pb2_grpc.RecommendationServi
             recommendation_id=rec.recommendation_id,
         )
 
-    @grpc_errors
-    @observe_rpc("gateway")
     async def GetItemEmbeddings(
         self, request: pb.GetItemEmbeddingsRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetItemEmbeddingsResponse:
@@ -151,8 +146,6 @@ class RecommendationServicer(recommendation_service_pb2_grpc.RecommendationServi
             degraded_reason=found.degraded_reason,
         )
 
-    @grpc_errors
-    @observe_rpc("gateway")
     async def GetSimilarItems(
         self, request: pb.GetSimilarItemsRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetSimilarItemsResponse:
@@ -164,8 +157,6 @@ class RecommendationServicer(recommendation_service_pb2_grpc.RecommendationServi
         similar = (await self._serve(context, find_similar)).result
         return pb.GetSimilarItemsResponse(items=_scored(similar), model_version=similar.model_version)
 
-    @grpc_errors
-    @observe_rpc("gateway")
     async def FindCandidates(
         self, request: pb.FindCandidatesRequest, context: grpc.aio.ServicerContext
     ) -> pb.FindCandidatesResponse:
@@ -182,8 +173,6 @@ class RecommendationServicer(recommendation_service_pb2_grpc.RecommendationServi
         found = (await self._serve(context, find)).result
         return pb.FindCandidatesResponse(candidates=_scored(found), **_version_and_unknown(found))
 
-    @grpc_errors
-    @observe_rpc("gateway")
     async def RankCandidates(
         self, request: pb.RankCandidatesRequest, context: grpc.aio.ServicerContext
     ) -> pb.RankCandidatesResponse:
@@ -195,8 +184,6 @@ class RecommendationServicer(recommendation_service_pb2_grpc.RecommendationServi
         ranked = (await self._serve(context, rank)).result
         return pb.RankCandidatesResponse(items=_scored(ranked), **_version_and_unknown(ranked))
 
-    @grpc_errors
-    @observe_rpc("gateway")
     async def RecordEvent(
         self, request: pb.RecordEventRequest, context: grpc.aio.ServicerContext
     ) -> pb.RecordEventResponse:
@@ -209,12 +196,10 @@ class RecommendationServicer(recommendation_service_pb2_grpc.RecommendationServi
         recorded = await self._serve(context, record)
         return pb.RecordEventResponse(stored=True, known_item=recorded.known[0])
 
-    @grpc_errors
-    @observe_rpc("gateway")
     async def RecordEvents(
         self, request_iterator: AsyncIterator[pb.RecordEventRequest], context: grpc.aio.ServicerContext
     ) -> pb.RecordEventsResponse:
-        rid = bind_request_id(context)
+        rid = get_request_id() or ""  # bound by the server's interceptor
         context.set_trailing_metadata(((REQUEST_ID_KEY, rid),))
         events: list[Event] = []
         async for req in request_iterator:
@@ -243,4 +228,6 @@ async def create_grpc_server(
             RecommendationServicer(core), server
         )
 
-    return await create_server(address, register, [SERVICE_NAME], max_message_mb, max_connection_age_s)
+    return await create_server(
+        address, register, [SERVICE_NAME], max_message_mb, max_connection_age_s, service_label="gateway"
+    )
