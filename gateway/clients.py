@@ -1,13 +1,12 @@
 """Typed wrappers over the three internal stubs: plain Python/numpy in, plain Python/numpy out.
 
 Every call takes a deadline in seconds (what is left of the caller's budget); the current request id (the
-:mod:`serving.logs` context variable) travels as ``x-request-id`` metadata. A failed call raises the matching
-:mod:`serving.errors` class:
+:mod:`serving.logs` context variable) travels with it. A failed call raises the matching :mod:`serving.errors`
+class (see :mod:`gateway.stage_client`).
 
-- ``InvalidArgument`` / ``NotFound``: the service refused the input (the caller's mistake, 400/404);
-- ``DeadlineExceeded``: the deadline passed (or there was no time left to make the call);
-- ``Unavailable``: anything else (down, overloaded, no model loaded yet, an internal error upstream) - the
-  gateway degrades, or answers 503 when no useful answer exists.
+Batching (:mod:`gateway.batching`, on by default, ``STAGE_BATCHING``): the calls to a stage that arrive while a
+call to it is in flight go out together, in the stage's Batch* RPC, when it returns; each member keeps its own
+deadline and outcome, and gets exactly the answer its single call would get. Off, every call is its own RPC.
 
     clients = Clients.open(settings)           # channels (round robin over replicas) + Redis
     found = await clients.candidates.retrieve(query_vector=q, k=200, timeout_s=0.15)
@@ -17,9 +16,9 @@ Every call takes a deadline in seconds (what is left of the caller's budget); th
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 import grpc.aio
@@ -28,6 +27,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway.event_store import EventStore
 from gateway.settings import Settings
+from gateway.stage_client import StageClient, UpstreamError
 from recmesh.v1 import (
     candidate_generation_service_pb2,
     candidate_generation_service_pb2_grpc,
@@ -38,59 +38,11 @@ from recmesh.v1 import (
     ranking_service_pb2_grpc,
 )
 from serving import vectors
-from serving.errors import (
-    DeadlineExceeded,
-    InvalidArgument,
-    NotFound,
-    RecmeshError,
-    Unavailable,
-)
-from serving.logs import outgoing_metadata
 from serving.server import make_channel
-
-log = logging.getLogger(__name__)
 
 EMBEDDING_STORE = "embedding-store"
 CANDIDATE_GENERATION = "candidate-generation"
 RANKING = "ranking"
-
-_CALLER_MISTAKES: dict[grpc.StatusCode, type[RecmeshError]] = {
-    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
-    grpc.StatusCode.NOT_FOUND: NotFound,
-}
-
-
-class UpstreamError(Unavailable):
-    """A hop failed for a reason that is not the caller's: the gateway degrades, or answers 503."""
-
-    def __init__(self, service: str, code: str, details: str) -> None:
-        # The caller sees which stage and the status; upstream details (addresses, internals) go to the log.
-        super().__init__(f"{service} unavailable ({code})")
-        self.service, self.code, self.details = service, code, details
-
-
-class UpstreamDeadline(DeadlineExceeded):
-    """A hop ran out of time (gRPC DEADLINE_EXCEEDED, or no budget left to call it)."""
-
-    def __init__(self, service: str) -> None:
-        super().__init__(f"{service} deadline exceeded")
-        self.service, self.code = service, "DEADLINE_EXCEEDED"
-
-
-def _error(service: str, err: grpc.aio.AioRpcError) -> RecmeshError:
-    code = err.code()
-    details = err.details() or ""
-    if code in _CALLER_MISTAKES:
-        return _CALLER_MISTAKES[code](details or f"{service}: {code.name}")
-    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-        return UpstreamDeadline(service)
-    log.warning("%s call failed: %s: %s", service, code.name, details)
-    return UpstreamError(service, code.name, details)
-
-
-def _check_time(service: str, timeout_s: float) -> None:
-    if timeout_s <= 0:
-        raise UpstreamDeadline(service)
 
 
 @dataclass(frozen=True)
@@ -123,36 +75,58 @@ def _scored(items: Sequence[common_pb2.ItemScore], model_version: str, unknown: 
     return Scored([c.item_id for c in items], [c.score for c in items], model_version, list(unknown))
 
 
+def _embeddings(reply: embedding_store_service_pb2.GetEmbeddingsResponse) -> Embeddings:
+    ids = list(reply.item_ids)
+    dim = reply.dim
+    matrix = vectors.unpack(reply.vectors, dim) if dim > 0 else np.zeros((0, 0), np.float32)
+    if matrix.shape[0] != len(ids):
+        raise UpstreamError(EMBEDDING_STORE, "INTERNAL", f"{len(ids)} ids but {matrix.shape[0]} vectors")
+    return Embeddings(
+        reply.model_version, dim, ids, matrix, list(reply.unknown_item_ids), reply.degraded, reply.degraded_reason
+    )
+
+
+def _candidates(reply: candidate_generation_service_pb2.RetrieveCandidatesResponse) -> Scored:
+    scores = vectors.unpack(reply.scores, 1)[:, 0] if reply.scores else np.zeros(0, np.float32)
+    if len(scores) != len(reply.item_ids):
+        raise UpstreamError(CANDIDATE_GENERATION, "INTERNAL", f"{len(reply.item_ids)} ids but {len(scores)} scores")
+    return Scored(list(reply.item_ids), scores.tolist(), reply.model_version, list(reply.unknown_item_ids))
+
+
+def _ranked(reply: ranking_service_pb2.RankResponse) -> Scored:
+    return _scored(reply.items, reply.model_version, reply.unknown_item_ids)
+
+
 class EmbeddingStoreClient:
-    def __init__(self, channel: grpc.aio.Channel) -> None:
-        self._stub = embedding_store_service_pb2_grpc.EmbeddingStoreServiceStub(channel)
+    def __init__(self, channel: grpc.aio.Channel, batching: bool = True, max_in_flight: int = 1) -> None:
+        stub = embedding_store_service_pb2_grpc.EmbeddingStoreServiceStub(channel)
+        self.stage: StageClient[Any, Any, Embeddings] = StageClient(
+            EMBEDDING_STORE,
+            stub.GetEmbeddings,
+            stub.BatchGetEmbeddings,
+            embedding_store_service_pb2.BatchGetEmbeddingsRequest,
+            _embeddings,
+            batching,
+            max_in_flight,
+        )
 
     async def get_embeddings(self, item_ids: Sequence[str], model_version: str = "", *, timeout_s: float) -> Embeddings:
-        _check_time(EMBEDDING_STORE, timeout_s)
         request = embedding_store_service_pb2.GetEmbeddingsRequest(item_ids=item_ids, model_version=model_version)
-        try:
-            reply = await self._stub.GetEmbeddings(request, timeout=timeout_s, metadata=outgoing_metadata())
-        except grpc.aio.AioRpcError as err:
-            raise _error(EMBEDDING_STORE, err) from err
-        ids = list(reply.item_ids)
-        dim = reply.dim
-        matrix = vectors.unpack(reply.vectors, dim) if dim > 0 else np.zeros((0, 0), np.float32)
-        if matrix.shape[0] != len(ids):
-            raise UpstreamError(EMBEDDING_STORE, "INTERNAL", f"{len(ids)} ids but {matrix.shape[0]} vectors")
-        return Embeddings(
-            reply.model_version,
-            dim,
-            ids,
-            matrix,
-            list(reply.unknown_item_ids),
-            reply.degraded,
-            reply.degraded_reason,
-        )
+        return await self.stage.call(request, timeout_s)
 
 
 class CandidateGenerationClient:
-    def __init__(self, channel: grpc.aio.Channel) -> None:
-        self._stub = candidate_generation_service_pb2_grpc.CandidateGenerationServiceStub(channel)
+    def __init__(self, channel: grpc.aio.Channel, batching: bool = True, max_in_flight: int = 1) -> None:
+        stub = candidate_generation_service_pb2_grpc.CandidateGenerationServiceStub(channel)
+        self.stage: StageClient[Any, Any, Scored] = StageClient(
+            CANDIDATE_GENERATION,
+            stub.RetrieveCandidates,
+            stub.BatchRetrieveCandidates,
+            candidate_generation_service_pb2.BatchRetrieveCandidatesRequest,
+            _candidates,
+            batching,
+            max_in_flight,
+        )
 
     async def retrieve(
         self,
@@ -165,7 +139,6 @@ class CandidateGenerationClient:
         timeout_s: float,
     ) -> Scored:
         """Nearest items for a packed float32 query vector, or for item ids (exactly one of the two)."""
-        _check_time(CANDIDATE_GENERATION, timeout_s)
         request = candidate_generation_service_pb2.RetrieveCandidatesRequest(
             query_vector=query_vector,
             item_ids=item_ids,
@@ -173,19 +146,15 @@ class CandidateGenerationClient:
             exclude_item_ids=exclude_item_ids,
             model_version=model_version,
         )
-        try:
-            reply = await self._stub.RetrieveCandidates(request, timeout=timeout_s, metadata=outgoing_metadata())
-        except grpc.aio.AioRpcError as err:
-            raise _error(CANDIDATE_GENERATION, err) from err
-        scores = vectors.unpack(reply.scores, 1)[:, 0] if reply.scores else np.zeros(0, np.float32)
-        if len(scores) != len(reply.item_ids):
-            raise UpstreamError(CANDIDATE_GENERATION, "INTERNAL", f"{len(reply.item_ids)} ids but {len(scores)} scores")
-        return Scored(list(reply.item_ids), scores.tolist(), reply.model_version, list(reply.unknown_item_ids))
+        return await self.stage.call(request, timeout_s)
 
 
 class RankingClient:
-    def __init__(self, channel: grpc.aio.Channel) -> None:
-        self._stub = ranking_service_pb2_grpc.RankingServiceStub(channel)
+    def __init__(self, channel: grpc.aio.Channel, batching: bool = True, max_in_flight: int = 1) -> None:
+        stub = ranking_service_pb2_grpc.RankingServiceStub(channel)
+        self.stage: StageClient[Any, Any, Scored] = StageClient(
+            RANKING, stub.Rank, stub.BatchRank, ranking_service_pb2.BatchRankRequest, _ranked, batching, max_in_flight
+        )
 
     async def rank(
         self,
@@ -198,7 +167,6 @@ class RankingClient:
         timeout_s: float,
     ) -> Scored:
         """Candidates (with their retrieval scores) ordered best first for the session; k = 0 returns all."""
-        _check_time(RANKING, timeout_s)
         if len(candidate_ids) != len(candidate_scores):
             raise ValueError(f"{len(candidate_ids)} candidates but {len(candidate_scores)} scores")
         request = ranking_service_pb2.RankRequest(
@@ -208,11 +176,7 @@ class RankingClient:
             candidate_ids=candidate_ids,
             candidate_scores=vectors.pack(candidate_scores),
         )
-        try:
-            reply = await self._stub.Rank(request, timeout=timeout_s, metadata=outgoing_metadata())
-        except grpc.aio.AioRpcError as err:
-            raise _error(RANKING, err) from err
-        return _scored(reply.items, reply.model_version, reply.unknown_item_ids)
+        return await self.stage.call(request, timeout_s)
 
 
 class HealthClient:
@@ -235,6 +199,14 @@ class HealthClient:
         return dict(zip(self._stubs, results, strict=True))
 
 
+def batches_in_flight(target: str) -> int:
+    """One batch in flight per replica: a comma-separated list names them; a DNS name (a Kubernetes Service)
+    hides how many there are, so assume a few."""
+    if "://" in target or target.startswith("dns:"):
+        return 4
+    return max(1, len([a for a in target.split(",") if a.strip()]))
+
+
 class Clients:
     """The gateway's backends: the three stage services and the Redis event store.
 
@@ -247,15 +219,23 @@ class Clients:
         candidate_generation: grpc.aio.Channel,
         ranking: grpc.aio.Channel,
         events: EventStore,
+        *,
+        batching: bool = True,
+        batches_in_flight: dict[str, int] | None = None,
     ) -> None:
+        """`batches_in_flight`: per stage, how many batch calls may be in flight at once (default 1; one per
+        replica keeps every replica busy)."""
+        in_flight = batches_in_flight or {}
         self.channels = {
             EMBEDDING_STORE: embedding_store,
             CANDIDATE_GENERATION: candidate_generation,
             RANKING: ranking,
         }
-        self.embeddings = EmbeddingStoreClient(embedding_store)
-        self.candidates = CandidateGenerationClient(candidate_generation)
-        self.ranking = RankingClient(ranking)
+        self.embeddings = EmbeddingStoreClient(embedding_store, batching, in_flight.get(EMBEDDING_STORE, 1))
+        self.candidates = CandidateGenerationClient(
+            candidate_generation, batching, in_flight.get(CANDIDATE_GENERATION, 1)
+        )
+        self.ranking = RankingClient(ranking, batching, in_flight.get(RANKING, 1))
         self.health = HealthClient(self.channels)
         self.events = events
 
@@ -265,6 +245,11 @@ class Clients:
 
         Resolving replica host names blocks: call at startup."""
         mb = settings.max_message_mb
+        addresses = {
+            EMBEDDING_STORE: settings.embedding_store_addr,
+            CANDIDATE_GENERATION: settings.candidate_generation_addr,
+            RANKING: settings.ranking_addr,
+        }
         return cls(
             make_channel(settings.embedding_store_addr, mb),
             make_channel(settings.candidate_generation_addr, mb),
@@ -276,6 +261,8 @@ class Clients:
                 keep=settings.events_per_user,
                 rate_limit=settings.event_rate_limit,
             ),
+            batching=settings.stage_batching,
+            batches_in_flight={stage: batches_in_flight(addr) for stage, addr in addresses.items()},
         )
 
     async def close(self) -> None:

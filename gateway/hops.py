@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from gateway.budget import Budget
-from gateway.clients import CANDIDATE_GENERATION, EMBEDDING_STORE, RANKING, UpstreamDeadline, UpstreamError
+from gateway.clients import CANDIDATE_GENERATION, EMBEDDING_STORE, RANKING
+from gateway.stage_client import UpstreamDeadline, UpstreamError
 from serving.errors import NotFound
 from serving.metrics import DEGRADED
 

@@ -20,6 +20,12 @@ class Settings(CommonSettings):
     embedding_store_addr: str = Field("localhost:50051", validation_alias="EMBEDDING_STORE_ADDR")
     candidate_generation_addr: str = Field("localhost:50052", validation_alias="CANDIDATE_GENERATION_ADDR")
     ranking_addr: str = Field("localhost:50053", validation_alias="RANKING_ADDR")
+    stage_batching: bool = Field(
+        True,
+        validation_alias="STAGE_BATCHING",
+        description="Send the calls to a stage that arrive while one is in flight as one batch call (no timer: "
+        "a lone call goes out at once). Off: one RPC per call.",
+    )
     redis_url: str = Field(
         "redis://localhost:6379/0", validation_alias="REDIS_URL", description="Events and version pointer."
     )

@@ -1,5 +1,6 @@
 """The serving kit shared by the recmesh gRPC services and the gateway.
 
+- ``batch``: answering a batch call of a stage service (BatchRank, ...), member by member; MAX_BATCH_MEMBERS.
 - ``channels``: client channels to one or several replicas (round_robin, retries on UNAVAILABLE).
 - ``errors``: the error hierarchy (each error knows its gRPC code and HTTP status) and ``rpc_status``.
 - ``healthcheck``: ``python -m serving.healthcheck host:port``, a container health check.

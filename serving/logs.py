@@ -44,7 +44,8 @@ def new_request_id() -> str:
     return uuid.uuid4().hex
 
 
-def _clean(value: str) -> str | None:
+def clean_request_id(value: str) -> str | None:
+    """``value`` stripped, if it is usable as a request id (printable, at most 128 characters); else None."""
     value = value.strip()
     if not value or len(value) > _MAX_REQUEST_ID_LEN or not value.isprintable():
         return None
@@ -58,7 +59,7 @@ def request_id_from_metadata(invocation_metadata: Iterable[Any] | None) -> str:
         if key.lower() == REQUEST_ID_KEY:
             if isinstance(value, bytes):
                 value = value.decode("utf-8", "replace")
-            cleaned = _clean(str(value))
+            cleaned = clean_request_id(str(value))
             if cleaned:
                 return cleaned
     return new_request_id()

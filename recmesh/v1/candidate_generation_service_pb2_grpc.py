@@ -40,6 +40,11 @@ class CandidateGenerationServiceStub:
                 request_serializer=recmesh_dot_v1_dot_candidate__generation__service__pb2.RetrieveCandidatesRequest.SerializeToString,
                 response_deserializer=recmesh_dot_v1_dot_candidate__generation__service__pb2.RetrieveCandidatesResponse.FromString,
                 _registered_method=True)
+        self.BatchRetrieveCandidates = channel.unary_unary(
+                '/recmesh.v1.CandidateGenerationService/BatchRetrieveCandidates',
+                request_serializer=recmesh_dot_v1_dot_candidate__generation__service__pb2.BatchRetrieveCandidatesRequest.SerializeToString,
+                response_deserializer=recmesh_dot_v1_dot_candidate__generation__service__pb2.BatchRetrieveCandidatesResponse.FromString,
+                _registered_method=True)
 
 
 class CandidateGenerationServiceServicer:
@@ -59,6 +64,22 @@ class CandidateGenerationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def BatchRetrieveCandidates(self, request, context):
+        """Several independent RetrieveCandidates requests in one call: the gateway sends
+        the requests that arrived while its previous call was in flight. Each
+        member is validated and answered on its own, exactly as RetrieveCandidates would
+        answer it; one member's error fails only that member (BatchError with the
+        code and message the single call would have answered). At most 256
+        members, and `members` either empty or one per request; anything else is
+        INVALID_ARGUMENT for the whole call. While a member is handled its
+        request_id is the one logged (empty: the call's x-request-id).
+        Members are handled one after the other; a member whose timeout_ms has
+        run out when it is reached is DEADLINE_EXCEEDED, not retrieved.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CandidateGenerationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -66,6 +87,11 @@ def add_CandidateGenerationServiceServicer_to_server(servicer, server):
                     servicer.RetrieveCandidates,
                     request_deserializer=recmesh_dot_v1_dot_candidate__generation__service__pb2.RetrieveCandidatesRequest.FromString,
                     response_serializer=recmesh_dot_v1_dot_candidate__generation__service__pb2.RetrieveCandidatesResponse.SerializeToString,
+            ),
+            'BatchRetrieveCandidates': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchRetrieveCandidates,
+                    request_deserializer=recmesh_dot_v1_dot_candidate__generation__service__pb2.BatchRetrieveCandidatesRequest.FromString,
+                    response_serializer=recmesh_dot_v1_dot_candidate__generation__service__pb2.BatchRetrieveCandidatesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -96,6 +122,33 @@ class CandidateGenerationService:
             '/recmesh.v1.CandidateGenerationService/RetrieveCandidates',
             recmesh_dot_v1_dot_candidate__generation__service__pb2.RetrieveCandidatesRequest.SerializeToString,
             recmesh_dot_v1_dot_candidate__generation__service__pb2.RetrieveCandidatesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchRetrieveCandidates(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/recmesh.v1.CandidateGenerationService/BatchRetrieveCandidates',
+            recmesh_dot_v1_dot_candidate__generation__service__pb2.BatchRetrieveCandidatesRequest.SerializeToString,
+            recmesh_dot_v1_dot_candidate__generation__service__pb2.BatchRetrieveCandidatesResponse.FromString,
             options,
             channel_credentials,
             insecure,

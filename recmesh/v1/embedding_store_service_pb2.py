@@ -22,19 +22,26 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from recmesh.v1 import batch_pb2 as recmesh_dot_v1_dot_batch__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(recmesh/v1/embedding_store_service.proto\x12\nrecmesh.v1\"?\n\x14GetEmbeddingsRequest\x12\x10\n\x08item_ids\x18\x01 \x03(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\"\xa3\x01\n\x15GetEmbeddingsResponse\x12\x15\n\rmodel_version\x18\x01 \x01(\t\x12\x0b\n\x03\x64im\x18\x02 \x01(\x05\x12\x10\n\x08item_ids\x18\x03 \x03(\t\x12\x0f\n\x07vectors\x18\x04 \x01(\x0c\x12\x18\n\x10unknown_item_ids\x18\x05 \x03(\t\x12\x10\n\x08\x64\x65graded\x18\x06 \x01(\x08\x12\x17\n\x0f\x64\x65graded_reason\x18\x07 \x01(\t2m\n\x15\x45mbeddingStoreService\x12T\n\rGetEmbeddings\x12 .recmesh.v1.GetEmbeddingsRequest\x1a!.recmesh.v1.GetEmbeddingsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(recmesh/v1/embedding_store_service.proto\x12\nrecmesh.v1\x1a\x16recmesh/v1/batch.proto\"?\n\x14GetEmbeddingsRequest\x12\x10\n\x08item_ids\x18\x01 \x03(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\"\xa3\x01\n\x15GetEmbeddingsResponse\x12\x15\n\rmodel_version\x18\x01 \x01(\t\x12\x0b\n\x03\x64im\x18\x02 \x01(\x05\x12\x10\n\x08item_ids\x18\x03 \x03(\t\x12\x0f\n\x07vectors\x18\x04 \x01(\x0c\x12\x18\n\x10unknown_item_ids\x18\x05 \x03(\t\x12\x10\n\x08\x64\x65graded\x18\x06 \x01(\x08\x12\x17\n\x0f\x64\x65graded_reason\x18\x07 \x01(\t\"y\n\x19\x42\x61tchGetEmbeddingsRequest\x12\x32\n\x08requests\x18\x01 \x03(\x0b\x32 .recmesh.v1.GetEmbeddingsRequest\x12(\n\x07members\x18\x02 \x03(\x0b\x32\x17.recmesh.v1.BatchMember\"N\n\x1a\x42\x61tchGetEmbeddingsResponse\x12\x30\n\x07results\x18\x01 \x03(\x0b\x32\x1f.recmesh.v1.GetEmbeddingsResult\"\x7f\n\x13GetEmbeddingsResult\x12\x35\n\x08response\x18\x01 \x01(\x0b\x32!.recmesh.v1.GetEmbeddingsResponseH\x00\x12\'\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x16.recmesh.v1.BatchErrorH\x00\x42\x08\n\x06result2\xd2\x01\n\x15\x45mbeddingStoreService\x12T\n\rGetEmbeddings\x12 .recmesh.v1.GetEmbeddingsRequest\x1a!.recmesh.v1.GetEmbeddingsResponse\x12\x63\n\x12\x42\x61tchGetEmbeddings\x12%.recmesh.v1.BatchGetEmbeddingsRequest\x1a&.recmesh.v1.BatchGetEmbeddingsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'recmesh.v1.embedding_store_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_GETEMBEDDINGSREQUEST']._serialized_start=56
-  _globals['_GETEMBEDDINGSREQUEST']._serialized_end=119
-  _globals['_GETEMBEDDINGSRESPONSE']._serialized_start=122
-  _globals['_GETEMBEDDINGSRESPONSE']._serialized_end=285
-  _globals['_EMBEDDINGSTORESERVICE']._serialized_start=287
-  _globals['_EMBEDDINGSTORESERVICE']._serialized_end=396
+  _globals['_GETEMBEDDINGSREQUEST']._serialized_start=80
+  _globals['_GETEMBEDDINGSREQUEST']._serialized_end=143
+  _globals['_GETEMBEDDINGSRESPONSE']._serialized_start=146
+  _globals['_GETEMBEDDINGSRESPONSE']._serialized_end=309
+  _globals['_BATCHGETEMBEDDINGSREQUEST']._serialized_start=311
+  _globals['_BATCHGETEMBEDDINGSREQUEST']._serialized_end=432
+  _globals['_BATCHGETEMBEDDINGSRESPONSE']._serialized_start=434
+  _globals['_BATCHGETEMBEDDINGSRESPONSE']._serialized_end=512
+  _globals['_GETEMBEDDINGSRESULT']._serialized_start=514
+  _globals['_GETEMBEDDINGSRESULT']._serialized_end=641
+  _globals['_EMBEDDINGSTORESERVICE']._serialized_start=644
+  _globals['_EMBEDDINGSTORESERVICE']._serialized_end=854
 # @@protoc_insertion_point(module_scope)

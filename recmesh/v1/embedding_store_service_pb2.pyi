@@ -1,8 +1,9 @@
+from recmesh.v1 import batch_pb2 as _batch_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Iterable as _Iterable
-from typing import ClassVar as _ClassVar, Optional as _Optional
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
@@ -31,3 +32,25 @@ class GetEmbeddingsResponse(_message.Message):
     degraded: bool
     degraded_reason: str
     def __init__(self, model_version: _Optional[str] = ..., dim: _Optional[int] = ..., item_ids: _Optional[_Iterable[str]] = ..., vectors: _Optional[bytes] = ..., unknown_item_ids: _Optional[_Iterable[str]] = ..., degraded: _Optional[bool] = ..., degraded_reason: _Optional[str] = ...) -> None: ...
+
+class BatchGetEmbeddingsRequest(_message.Message):
+    __slots__ = ("requests", "members")
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    requests: _containers.RepeatedCompositeFieldContainer[GetEmbeddingsRequest]
+    members: _containers.RepeatedCompositeFieldContainer[_batch_pb2.BatchMember]
+    def __init__(self, requests: _Optional[_Iterable[_Union[GetEmbeddingsRequest, _Mapping]]] = ..., members: _Optional[_Iterable[_Union[_batch_pb2.BatchMember, _Mapping]]] = ...) -> None: ...
+
+class BatchGetEmbeddingsResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[GetEmbeddingsResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[GetEmbeddingsResult, _Mapping]]] = ...) -> None: ...
+
+class GetEmbeddingsResult(_message.Message):
+    __slots__ = ("response", "error")
+    RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    response: GetEmbeddingsResponse
+    error: _batch_pb2.BatchError
+    def __init__(self, response: _Optional[_Union[GetEmbeddingsResponse, _Mapping]] = ..., error: _Optional[_Union[_batch_pb2.BatchError, _Mapping]] = ...) -> None: ...

@@ -40,6 +40,11 @@ class EmbeddingStoreServiceStub:
                 request_serializer=recmesh_dot_v1_dot_embedding__store__service__pb2.GetEmbeddingsRequest.SerializeToString,
                 response_deserializer=recmesh_dot_v1_dot_embedding__store__service__pb2.GetEmbeddingsResponse.FromString,
                 _registered_method=True)
+        self.BatchGetEmbeddings = channel.unary_unary(
+                '/recmesh.v1.EmbeddingStoreService/BatchGetEmbeddings',
+                request_serializer=recmesh_dot_v1_dot_embedding__store__service__pb2.BatchGetEmbeddingsRequest.SerializeToString,
+                response_deserializer=recmesh_dot_v1_dot_embedding__store__service__pb2.BatchGetEmbeddingsResponse.FromString,
+                _registered_method=True)
 
 
 class EmbeddingStoreServiceServicer:
@@ -57,6 +62,23 @@ class EmbeddingStoreServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def BatchGetEmbeddings(self, request, context):
+        """Several independent GetEmbeddings requests in one call: the gateway sends
+        the requests that arrived while its previous call was in flight. Each
+        member is validated and answered on its own, exactly as GetEmbeddings would
+        answer it; one member's error fails only that member (BatchError with the
+        code and message the single call would have answered). At most 256
+        members, and `members` either empty or one per request; anything else is
+        INVALID_ARGUMENT for the whole call. While a member is handled its
+        request_id is the one logged (empty: the call's x-request-id).
+        The members share one Redis MGET (per model version) for all their LRU
+        misses, so every member's timeout_ms is checked once, before that shared
+        work: a member out of time then is DEADLINE_EXCEEDED and not looked up.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EmbeddingStoreServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -64,6 +86,11 @@ def add_EmbeddingStoreServiceServicer_to_server(servicer, server):
                     servicer.GetEmbeddings,
                     request_deserializer=recmesh_dot_v1_dot_embedding__store__service__pb2.GetEmbeddingsRequest.FromString,
                     response_serializer=recmesh_dot_v1_dot_embedding__store__service__pb2.GetEmbeddingsResponse.SerializeToString,
+            ),
+            'BatchGetEmbeddings': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchGetEmbeddings,
+                    request_deserializer=recmesh_dot_v1_dot_embedding__store__service__pb2.BatchGetEmbeddingsRequest.FromString,
+                    response_serializer=recmesh_dot_v1_dot_embedding__store__service__pb2.BatchGetEmbeddingsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -94,6 +121,33 @@ class EmbeddingStoreService:
             '/recmesh.v1.EmbeddingStoreService/GetEmbeddings',
             recmesh_dot_v1_dot_embedding__store__service__pb2.GetEmbeddingsRequest.SerializeToString,
             recmesh_dot_v1_dot_embedding__store__service__pb2.GetEmbeddingsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchGetEmbeddings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/recmesh.v1.EmbeddingStoreService/BatchGetEmbeddings',
+            recmesh_dot_v1_dot_embedding__store__service__pb2.BatchGetEmbeddingsRequest.SerializeToString,
+            recmesh_dot_v1_dot_embedding__store__service__pb2.BatchGetEmbeddingsResponse.FromString,
             options,
             channel_credentials,
             insecure,

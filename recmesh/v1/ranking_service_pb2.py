@@ -22,20 +22,27 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from recmesh.v1 import batch_pb2 as recmesh_dot_v1_dot_batch__pb2
 from recmesh.v1 import common_pb2 as recmesh_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n recmesh/v1/ranking_service.proto\x12\nrecmesh.v1\x1a\x17recmesh/v1/common.proto\"\x8c\x01\n\x0bRankRequest\x12\x18\n\x10session_item_ids\x18\x01 \x03(\t\x12\t\n\x01k\x18\x03 \x01(\x05\x12\x15\n\rmodel_version\x18\x04 \x01(\t\x12\x15\n\rcandidate_ids\x18\x05 \x03(\t\x12\x18\n\x10\x63\x61ndidate_scores\x18\x06 \x01(\x0cJ\x04\x08\x02\x10\x03R\ncandidates\"e\n\x0cRankResponse\x12$\n\x05items\x18\x01 \x03(\x0b\x32\x15.recmesh.v1.ItemScore\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x18\n\x10unknown_item_ids\x18\x03 \x03(\t2K\n\x0eRankingService\x12\x39\n\x04Rank\x12\x17.recmesh.v1.RankRequest\x1a\x18.recmesh.v1.RankResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n recmesh/v1/ranking_service.proto\x12\nrecmesh.v1\x1a\x16recmesh/v1/batch.proto\x1a\x17recmesh/v1/common.proto\"\x8c\x01\n\x0bRankRequest\x12\x18\n\x10session_item_ids\x18\x01 \x03(\t\x12\t\n\x01k\x18\x03 \x01(\x05\x12\x15\n\rmodel_version\x18\x04 \x01(\t\x12\x15\n\rcandidate_ids\x18\x05 \x03(\t\x12\x18\n\x10\x63\x61ndidate_scores\x18\x06 \x01(\x0cJ\x04\x08\x02\x10\x03R\ncandidates\"e\n\x0cRankResponse\x12$\n\x05items\x18\x01 \x03(\x0b\x32\x15.recmesh.v1.ItemScore\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x18\n\x10unknown_item_ids\x18\x03 \x03(\t\"g\n\x10\x42\x61tchRankRequest\x12)\n\x08requests\x18\x01 \x03(\x0b\x32\x17.recmesh.v1.RankRequest\x12(\n\x07members\x18\x02 \x03(\x0b\x32\x17.recmesh.v1.BatchMember\"<\n\x11\x42\x61tchRankResponse\x12\'\n\x07results\x18\x01 \x03(\x0b\x32\x16.recmesh.v1.RankResult\"m\n\nRankResult\x12,\n\x08response\x18\x01 \x01(\x0b\x32\x18.recmesh.v1.RankResponseH\x00\x12\'\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x16.recmesh.v1.BatchErrorH\x00\x42\x08\n\x06result2\x95\x01\n\x0eRankingService\x12\x39\n\x04Rank\x12\x17.recmesh.v1.RankRequest\x1a\x18.recmesh.v1.RankResponse\x12H\n\tBatchRank\x12\x1c.recmesh.v1.BatchRankRequest\x1a\x1d.recmesh.v1.BatchRankResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'recmesh.v1.ranking_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_RANKREQUEST']._serialized_start=74
-  _globals['_RANKREQUEST']._serialized_end=214
-  _globals['_RANKRESPONSE']._serialized_start=216
-  _globals['_RANKRESPONSE']._serialized_end=317
-  _globals['_RANKINGSERVICE']._serialized_start=319
-  _globals['_RANKINGSERVICE']._serialized_end=394
+  _globals['_RANKREQUEST']._serialized_start=98
+  _globals['_RANKREQUEST']._serialized_end=238
+  _globals['_RANKRESPONSE']._serialized_start=240
+  _globals['_RANKRESPONSE']._serialized_end=341
+  _globals['_BATCHRANKREQUEST']._serialized_start=343
+  _globals['_BATCHRANKREQUEST']._serialized_end=446
+  _globals['_BATCHRANKRESPONSE']._serialized_start=448
+  _globals['_BATCHRANKRESPONSE']._serialized_end=508
+  _globals['_RANKRESULT']._serialized_start=510
+  _globals['_RANKRESULT']._serialized_end=619
+  _globals['_RANKINGSERVICE']._serialized_start=622
+  _globals['_RANKINGSERVICE']._serialized_end=771
 # @@protoc_insertion_point(module_scope)

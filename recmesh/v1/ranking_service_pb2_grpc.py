@@ -40,6 +40,11 @@ class RankingServiceStub:
                 request_serializer=recmesh_dot_v1_dot_ranking__service__pb2.RankRequest.SerializeToString,
                 response_deserializer=recmesh_dot_v1_dot_ranking__service__pb2.RankResponse.FromString,
                 _registered_method=True)
+        self.BatchRank = channel.unary_unary(
+                '/recmesh.v1.RankingService/BatchRank',
+                request_serializer=recmesh_dot_v1_dot_ranking__service__pb2.BatchRankRequest.SerializeToString,
+                response_deserializer=recmesh_dot_v1_dot_ranking__service__pb2.BatchRankResponse.FromString,
+                _registered_method=True)
 
 
 class RankingServiceServicer:
@@ -58,6 +63,22 @@ class RankingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def BatchRank(self, request, context):
+        """Several independent Rank requests in one call: the gateway sends
+        the requests that arrived while its previous call was in flight. Each
+        member is validated and answered on its own, exactly as Rank would
+        answer it; one member's error fails only that member (BatchError with the
+        code and message the single call would have answered). At most 256
+        members, and `members` either empty or one per request; anything else is
+        INVALID_ARGUMENT for the whole call. While a member is handled its
+        request_id is the one logged (empty: the call's x-request-id).
+        Members are handled one after the other; a member whose timeout_ms has
+        run out when it is reached is DEADLINE_EXCEEDED, not ranked.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RankingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -65,6 +86,11 @@ def add_RankingServiceServicer_to_server(servicer, server):
                     servicer.Rank,
                     request_deserializer=recmesh_dot_v1_dot_ranking__service__pb2.RankRequest.FromString,
                     response_serializer=recmesh_dot_v1_dot_ranking__service__pb2.RankResponse.SerializeToString,
+            ),
+            'BatchRank': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchRank,
+                    request_deserializer=recmesh_dot_v1_dot_ranking__service__pb2.BatchRankRequest.FromString,
+                    response_serializer=recmesh_dot_v1_dot_ranking__service__pb2.BatchRankResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -95,6 +121,33 @@ class RankingService:
             '/recmesh.v1.RankingService/Rank',
             recmesh_dot_v1_dot_ranking__service__pb2.RankRequest.SerializeToString,
             recmesh_dot_v1_dot_ranking__service__pb2.RankResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchRank(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/recmesh.v1.RankingService/BatchRank',
+            recmesh_dot_v1_dot_ranking__service__pb2.BatchRankRequest.SerializeToString,
+            recmesh_dot_v1_dot_ranking__service__pb2.BatchRankResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,4 +1,5 @@
-"""RetrieveCandidates over gRPC: proto in, CandidateGenerator call, proto out (the scores packed as float32).
+"""RetrieveCandidates (and BatchRetrieveCandidates, several in one call) over gRPC: proto in, CandidateGenerator
+call, proto out (the scores packed as float32).
 
 Usage::
 
@@ -14,6 +15,7 @@ import grpc.aio
 from recmesh.v1 import candidate_generation_service_pb2 as pb
 from recmesh.v1 import candidate_generation_service_pb2_grpc as pb_grpc
 from services.candidate_generation.core import CandidateGenerator
+from serving.batch import answer_each
 from serving.vectors import pack
 
 log = logging.getLogger(__name__)
@@ -22,7 +24,8 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["CandidateGenerationService"].full
 
 
 class CandidateGenerationServicer(pb_grpc.CandidateGenerationServiceServicer):
-    """RetrieveCandidates, answered by a CandidateGenerator in the model version each request pins."""
+    """RetrieveCandidates and BatchRetrieveCandidates, answered by a CandidateGenerator in the model version each
+    request pins."""
 
     def __init__(self, generator: CandidateGenerator) -> None:
         self.generator = generator
@@ -30,6 +33,19 @@ class CandidateGenerationServicer(pb_grpc.CandidateGenerationServiceServicer):
     async def RetrieveCandidates(
         self, request: pb.RetrieveCandidatesRequest, context: grpc.aio.ServicerContext
     ) -> pb.RetrieveCandidatesResponse:
+        return await self.retrieve(request)
+
+    async def BatchRetrieveCandidates(
+        self, request: pb.BatchRetrieveCandidatesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.BatchRetrieveCandidatesResponse:
+        """Each member as RetrieveCandidates answers it, one after the other."""
+        results = await answer_each(
+            request, self.retrieve, pb.RetrieveCandidatesResult, f"/{SERVICE_NAME}/BatchRetrieveCandidates"
+        )
+        return pb.BatchRetrieveCandidatesResponse(results=results)
+
+    async def retrieve(self, request: pb.RetrieveCandidatesRequest) -> pb.RetrieveCandidatesResponse:
+        """The answer to one RetrieveCandidates request."""
         found = await self.generator.retrieve(
             query_vector=request.query_vector,
             item_ids=request.item_ids,

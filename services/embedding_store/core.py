@@ -1,9 +1,10 @@
-"""Item vectors by id: in-process LRU -> Redis (one MGET per request) -> the bundle's memory-mapped vectors.
+"""Item vectors by id: in-process LRU -> Redis (one MGET per call) -> the bundle's memory-mapped vectors.
 
 Usage::
 
     store = EmbeddingStore(registry, redis_client(url, timeout_s=0.02))
     found = await store.get(["a", "b"])   # found.vectors: (n, dim) float32, found.degraded, found.unknown_item_ids
+    many = await store.get_many([(["a"], ""), ([], "")])  # [Lookup, InvalidArgument]: one MGET for all of them
     await store.aclose()
 
 Every tier holds the same bytes (the bundle's `vectors.npy` rows, written to Redis by `recmesh publish`), so the
@@ -19,7 +20,7 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,9 +58,34 @@ class Lookup:
     degraded_reason: str = ""
 
 
+Query = tuple[list[str], str]  # (item ids, model version; "" = the current one)
+
+
+class _Plan:
+    """One query on its way to a Lookup: its model, its ids sorted into known and unknown, their vectors found
+    so far (LRU hits), and the LRU misses still to read."""
+
+    __slots__ = ("model", "known", "unknown", "found", "misses", "degraded_reason")
+
+    def __init__(self, model: Model) -> None:
+        self.model = model
+        self.known: list[str] = []
+        self.unknown: list[str] = []
+        self.found: dict[str, bytes] = {}
+        self.misses: dict[str, int] = {}  # item -> bundle row
+        self.degraded_reason = ""
+
+    def lookup(self) -> Lookup:
+        vectors = unpack(b"".join([self.found[item] for item in self.known]), self.model.dim)
+        reason = self.degraded_reason
+        return Lookup(self.model.version, self.model.dim, self.known, vectors, self.unknown, bool(reason), reason)
+
+
 @dataclass
 class Stats:
-    """Counters per unique item looked up (duplicates inside one request count once)."""
+    """Counters per unique item looked up (duplicates inside one request count once). The queries of one
+    `get_many` (a batch call's members) count as requests of their own, but share their Redis round trip (its
+    hits and misses count each unique item of the batch once) and their bundle reads (each item read once)."""
 
     requests: int = 0
     lru_hits: int = 0
@@ -208,21 +234,42 @@ class EmbeddingStore:
 
     # -- lookup -------------------------------------------------------------------------------------------
     async def get(self, item_ids: list[str], version: str = "") -> Lookup:
-        validate_item_ids(item_ids)
-        model = await self.model_for(version)
-        v, dim = model.version, model.dim
-        self.stats.requests += 1
+        """The vectors of `item_ids` in `version` ("" = the current one): :meth:`get_many` of one query."""
+        (found,) = await self.get_many([(item_ids, version)])
+        if isinstance(found, Exception):
+            raise found
+        return found
 
-        known: list[str] = []
-        unknown: list[str] = []
-        found: dict[str, bytes] = {}
-        misses: dict[str, int] = {}  # item -> bundle row
+    async def get_many(self, queries: Sequence[Query]) -> list[Lookup | Exception]:
+        """One Lookup per (item_ids, version) query, in order, each equal to what `get` answers for it alone, with
+        ONE Redis MGET per model version for all their LRU misses. A query that fails (invalid ids, a pinned
+        version not available here) is its exception in the list; the others are answered."""
+        plans: list[_Plan | Exception] = []
+        for item_ids, version in queries:
+            try:
+                plans.append(await self._plan(item_ids, version))
+            except Exception as e:  # this query's own error: it fails alone
+                plans.append(e)
+        missing: dict[str, list[_Plan]] = {}  # version -> the plans with LRU misses
+        for plan in plans:
+            if isinstance(plan, _Plan) and plan.misses:
+                missing.setdefault(plan.model.version, []).append(plan)
+        for group in missing.values():
+            await self._fill(group)
+        return [plan if isinstance(plan, Exception) else plan.lookup() for plan in plans]
+
+    async def _plan(self, item_ids: list[str], version: str) -> _Plan:
+        """A query checked, its model resolved, its unknown ids and LRU hits and misses sorted out."""
+        validate_item_ids(item_ids)
+        plan = _Plan(await self.model_for(version))
+        v, index_of, found, misses = plan.model.version, plan.model.index_of, plan.found, plan.misses
+        self.stats.requests += 1
         for item in item_ids:
-            row = model.index_of.get(item)
+            row = index_of.get(item)
             if row is None:
-                unknown.append(item)
+                plan.unknown.append(item)
                 continue
-            known.append(item)
+            plan.known.append(item)
             if item in found or item in misses:
                 continue
             value = self.lru.get((v, item))
@@ -231,38 +278,44 @@ class EmbeddingStore:
             else:
                 found[item] = value
         self._count("lru", hits=len(found), misses=len(misses))
-        if unknown:
-            self.metrics.cache.labels(SERVICE, "miss", "bundle").inc(len(unknown))
+        if plan.unknown:
+            self.metrics.cache.labels(SERVICE, "miss", "bundle").inc(len(plan.unknown))
+        return plan
 
-        degraded_reason = ""
-        if misses:
-            from_redis, degraded_reason = await self._mget(v, dim, list(misses))
-            found.update(from_redis)
-            for item, value in from_redis.items():
+    async def _fill(self, plans: list[_Plan]) -> None:
+        """The LRU misses of `plans` (all of one model version, each with misses) read with one MGET, what Redis
+        lacks from the bundle (and written back when Redis is up); each plan gets them and the degraded reason."""
+        misses: dict[str, int] = {}  # item -> bundle row, first occurrence order
+        for plan in plans:
+            misses.update(plan.misses)
+        model = plans[0].model
+        v = model.version
+        fetched, degraded_reason, degraded_label = await self._mget(v, model.dim, list(misses))
+        for item, value in fetched.items():
+            self.lru.put((v, item), value)
+        lacking = [item for item in misses if item not in fetched]
+        if lacking:
+            rows = pack_rows(model.space.vectors[[misses[i] for i in lacking]])
+            fresh = dict(zip(lacking, rows, strict=True))
+            fetched.update(fresh)
+            for item, value in fresh.items():
                 self.lru.put((v, item), value)
-            lacking = [item for item in misses if item not in from_redis]
-            if lacking:
-                rows = pack_rows(model.space.vectors[[misses[i] for i in lacking]])
-                fresh = dict(zip(lacking, rows, strict=True))
-                found.update(fresh)
-                for item, value in fresh.items():
-                    self.lru.put((v, item), value)
-                self.stats.bundle_reads += len(fresh)
-                self.metrics.cache.labels(SERVICE, "hit", "bundle").inc(len(fresh))
-                if not degraded_reason:  # Redis is up but lacked them: fill it for the other replicas
-                    self._write_back(v, fresh)
+            self.stats.bundle_reads += len(fresh)
+            self.metrics.cache.labels(SERVICE, "hit", "bundle").inc(len(fresh))
+            if not degraded_reason:  # Redis is up but lacked them: fill it for the other replicas
+                self._write_back(v, fresh)
+        for plan in plans:  # a plan answered from the LRU alone is not here: not degraded, whatever Redis does
+            plan.found.update((item, fetched[item]) for item in plan.misses)
+            if degraded_reason:
+                plan.degraded_reason = degraded_reason
+                self.stats.degraded += 1
+                self.metrics.degraded.labels(SERVICE, degraded_label).inc()
 
-        vectors = unpack(b"".join(found[item] for item in known), dim)
-        if degraded_reason:
-            self.stats.degraded += 1
-        return Lookup(v, dim, known, vectors, unknown, bool(degraded_reason), degraded_reason)
-
-    async def _mget(self, version: str, dim: int, items: list[str]) -> tuple[dict[str, bytes], str]:
-        """One MGET for `items`: (the valid values found, "" or why Redis was not used)."""
+    async def _mget(self, version: str, dim: int, items: list[str]) -> tuple[dict[str, bytes], str, str]:
+        """One MGET for `items`: (the valid values found, "" or why Redis was not used, "" or that reason's
+        metric label)."""
         if self.redis_down:
-            reason = f"{self._redis_down_reason}: served from bundle"
-            self.metrics.degraded.labels(SERVICE, "redis_down").inc()
-            return {}, reason
+            return {}, f"{self._redis_down_reason}: served from bundle", "redis_down"
         self.stats.redis_round_trips += 1
         try:
             values = await asyncio.wait_for(
@@ -270,12 +323,10 @@ class EmbeddingStore:
             )
         except TimeoutError:
             self._mark_down(f"redis timeout (> {self.redis_timeout_s * 1000:g} ms)")
-            self.metrics.degraded.labels(SERVICE, "redis_timeout").inc()
-            return {}, f"{self._redis_down_reason}: served from bundle"
+            return {}, f"{self._redis_down_reason}: served from bundle", "redis_timeout"
         except (RedisError, OSError) as e:
             self._mark_down(f"redis unavailable ({type(e).__name__})")
-            self.metrics.degraded.labels(SERVICE, "redis_unavailable").inc()
-            return {}, f"{self._redis_down_reason}: served from bundle"
+            return {}, f"{self._redis_down_reason}: served from bundle", "redis_unavailable"
         width = vector_bytes(dim)
         found = {
             item: value
@@ -286,7 +337,7 @@ class EmbeddingStore:
         if bad:
             log.warning("redis vectors of the wrong size, rewriting them", extra={"version": version, "count": bad})
         self._count("redis", hits=len(found), misses=len(items) - len(found))
-        return found, ""
+        return found, "", ""
 
     def _write_back(self, version: str, vectors: dict[str, bytes]) -> None:
         """Fire and forget: the answer does not wait for a second round trip; a failed write only costs a

@@ -1,4 +1,5 @@
-"""EmbeddingStoreService over gRPC: a thin adapter around `EmbeddingStore.get`, vectors packed as float32.
+"""EmbeddingStoreService over gRPC: a thin adapter around `EmbeddingStore.get` / `get_many`, vectors packed as
+float32.
 
 Usage::
 
@@ -8,12 +9,14 @@ Usage::
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import grpc.aio
 
 from recmesh.v1 import embedding_store_service_pb2 as pb
 from recmesh.v1 import embedding_store_service_pb2_grpc as pb_grpc
-from services.embedding_store.core import EmbeddingStore
+from services.embedding_store.core import EmbeddingStore, Lookup
+from serving.batch import answer_together
 from serving.vectors import pack
 
 log = logging.getLogger(__name__)
@@ -22,7 +25,8 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["EmbeddingStoreService"].full_name
 
 
 class EmbeddingStoreServicer(pb_grpc.EmbeddingStoreServiceServicer):
-    """GetEmbeddings, answered by an EmbeddingStore (in-process LRU, then Redis, then the bundle).
+    """GetEmbeddings and BatchGetEmbeddings, answered by an EmbeddingStore (in-process LRU, then Redis, then the
+    bundle).
 
     Every tier holds the same float32 bytes, so they go out as they were read.
     """
@@ -33,22 +37,39 @@ class EmbeddingStoreServicer(pb_grpc.EmbeddingStoreServiceServicer):
     async def GetEmbeddings(
         self, request: pb.GetEmbeddingsRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetEmbeddingsResponse:
-        found = await self.store.get(list(request.item_ids), request.model_version)
-        log.debug(
-            "GetEmbeddings",
-            extra={
-                "items": len(request.item_ids),
-                "unknown": len(found.unknown_item_ids),
-                "version": found.version,
-                "degraded": found.degraded,
-            },
+        return response(await self.store.get(list(request.item_ids), request.model_version))
+
+    async def BatchGetEmbeddings(
+        self, request: pb.BatchGetEmbeddingsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.BatchGetEmbeddingsResponse:
+        """Each member as GetEmbeddings answers it, all their LRU misses read from Redis with one MGET."""
+
+        async def lookups(requests: Sequence[pb.GetEmbeddingsRequest]) -> list[Lookup | Exception]:
+            return await self.store.get_many([(list(r.item_ids), r.model_version) for r in requests])
+
+        results = await answer_together(
+            request, lookups, response, pb.GetEmbeddingsResult, f"/{SERVICE_NAME}/BatchGetEmbeddings"
         )
-        return pb.GetEmbeddingsResponse(
-            model_version=found.version,
-            dim=found.dim,
-            item_ids=found.item_ids,
-            vectors=pack(found.vectors),
-            unknown_item_ids=found.unknown_item_ids,
-            degraded=found.degraded,
-            degraded_reason=found.degraded_reason,
-        )
+        return pb.BatchGetEmbeddingsResponse(results=results)
+
+
+def response(found: Lookup) -> pb.GetEmbeddingsResponse:
+    """The answer to one GetEmbeddings request."""
+    log.debug(
+        "GetEmbeddings",
+        extra={
+            "items": len(found.item_ids) + len(found.unknown_item_ids),
+            "unknown": len(found.unknown_item_ids),
+            "version": found.version,
+            "degraded": found.degraded,
+        },
+    )
+    return pb.GetEmbeddingsResponse(
+        model_version=found.version,
+        dim=found.dim,
+        item_ids=found.item_ids,
+        vectors=pack(found.vectors),
+        unknown_item_ids=found.unknown_item_ids,
+        degraded=found.degraded,
+        degraded_reason=found.degraded_reason,
+    )

@@ -1,4 +1,5 @@
-"""Rank over gRPC: the packed candidate scores decoded, CandidateRanker called, its order returned.
+"""Rank (and BatchRank, several Ranks in one call) over gRPC: the packed candidate scores decoded, CandidateRanker
+called, its order returned.
 
 Usage::
 
@@ -17,6 +18,7 @@ from recmesh.v1 import common_pb2
 from recmesh.v1 import ranking_service_pb2 as pb
 from recmesh.v1 import ranking_service_pb2_grpc as pb_grpc
 from services.ranking.core import CandidateRanker
+from serving.batch import answer_each
 from serving.vectors import unpack_scores
 
 log = logging.getLogger(__name__)
@@ -25,12 +27,21 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["RankingService"].full_name
 
 
 class RankingServicer(pb_grpc.RankingServiceServicer):
-    """Rank, answered by a CandidateRanker with the ranker of the model version each request pins."""
+    """Rank and BatchRank, answered by a CandidateRanker with the ranker of the model version each request pins."""
 
     def __init__(self, ranker: CandidateRanker) -> None:
         self.ranker = ranker
 
     async def Rank(self, request: pb.RankRequest, context: grpc.aio.ServicerContext) -> pb.RankResponse:
+        return await self.rank(request)
+
+    async def BatchRank(self, request: pb.BatchRankRequest, context: grpc.aio.ServicerContext) -> pb.BatchRankResponse:
+        """Each member as Rank answers it, one after the other."""
+        results = await answer_each(request, self.rank, pb.RankResult, f"/{SERVICE_NAME}/BatchRank")
+        return pb.BatchRankResponse(results=results)
+
+    async def rank(self, request: pb.RankRequest) -> pb.RankResponse:
+        """The answer to one Rank request."""
         ranked = await self.ranker.rank(
             session_item_ids=request.session_item_ids,
             candidate_ids=request.candidate_ids,

@@ -1,7 +1,8 @@
 """Helpers for the embedding-store tests: a running store, Redis probes.
 
-Each test module talks to its own Redis database of the shared session `redis_server`, so flushing it or moving
-its version pointer never touches what other tests see in db 0.
+Each test module talks to its own Redis database of the shared session `redis_server` (its module-level ``DB``;
+the ``url``/``client``/``published`` fixtures of conftest.py), so flushing it or moving its version pointer never
+touches what other tests see in db 0.
 """
 
 from __future__ import annotations

@@ -4,43 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 
 import grpc
 import grpc.aio
 import pytest
-import redis
 
 from recmesh import publish as pub
 from recmesh import redis_layout as layout
 from services.embedding_store.core import Lru
 from serving.vectors import unpack
-from tests.helpers import copy_bundle, redis_url
+from tests.helpers import copy_bundle
 from tests.services.embedding_store_helpers import cmdstat_calls, counter, rows_bytes, running_store
 
 session_loop = pytest.mark.asyncio(loop_scope="session")
 DB = 3
 CACHE = "recmesh_cache_lookups_total"
 DEGRADED = "recmesh_degraded_total"
-
-
-@pytest.fixture
-def url(redis_server) -> str:  # type: ignore[no-untyped-def]
-    return redis_url(redis_server, DB)
-
-
-@pytest.fixture
-def client(url: str) -> Iterator[redis.Redis]:
-    c = redis.Redis.from_url(url)
-    c.flushdb()
-    yield c
-    c.flushdb()
-    c.close()
-
-
-@pytest.fixture
-def published(bundle_path, url, client) -> str:  # type: ignore[no-untyped-def]
-    return pub.publish(bundle_path, url, progress=False)
 
 
 def assert_bundle_vectors(reply, model, ids: list[str]) -> None:  # type: ignore[no-untyped-def]
