@@ -28,6 +28,7 @@ from gateway.budget import server_timing
 from gateway.clients import Clients, Scored
 from gateway.core import GatewayCore
 from gateway.events import Event
+from gateway.fast_path import RecommendFastPath
 from gateway.json_response import JsonResponse
 from gateway.middleware import GatewayMiddleware
 from gateway.model_versions import ModelVersions
@@ -112,6 +113,8 @@ def create_app(settings: Settings, clients: Clients | None = None, versions: Mod
     )
     app.state.core = GatewayCore.build(clients, versions, settings.budget_ms) if clients is not None else None
     app.state.draining = False
+    if settings.rest_fast_path:  # added first: it runs inside GatewayMiddleware (request id, body cap, metrics)
+        app.add_middleware(RecommendFastPath, answer=recommend_answer)
     app.add_middleware(GatewayMiddleware)
     install_error_handlers(app)
     _add_recommend_route(app)
@@ -121,35 +124,40 @@ def create_app(settings: Settings, clients: Clients | None = None, versions: Mod
     return app
 
 
+async def recommend_answer(core: GatewayCore, body: schemas.RecommendIn) -> JsonResponse:
+    """POST /v1/recommend's answer to a body of the right shape (also what gateway/fast_path.py sends)."""
+    o = body.options
+    options = RecommendOptions(
+        skip_ranking=o.skip_ranking,
+        candidate_count=o.candidate_count,
+        exclude_item_ids=o.exclude_item_ids,
+        budget_ms=o.budget_ms,
+        query_vector=_vector(o.query_vector),
+        include_seen=o.include_seen,
+    )
+    rec = await core.recommender.recommend(
+        RecommendRequest(body.session, body.user_id or "", body.k, options, body.model_version)
+    )
+    return _timed(
+        {
+            "items": [{"item_id": i, "score": s} for i, s in zip(rec.item_ids, rec.scores, strict=True)],
+            "model_version": rec.model_version,
+            "degraded": rec.degraded,
+            "degradations": [{"stage": d.stage, "reason": d.reason} for d in rec.degradations],
+            "unknown_item_ids": rec.unknown_item_ids,
+            "session_items_dropped": rec.session_items_dropped,
+            "timings": {stage: round(ms, 3) for stage, ms in rec.timings.items()},
+            "recommendation_id": rec.recommendation_id,
+        },
+        rec.timings,
+    )
+
+
 def _add_recommend_route(app: FastAPI) -> None:
     @app.post("/v1/recommend", response_model=schemas.RecommendOut, responses=ERROR_RESPONSES, tags=["recommend"])
     async def recommend(body: schemas.RecommendIn, request: Request) -> Response:
         """Recommendations for a session (and/or a visitor's recorded events, or a query vector)."""
-        o = body.options
-        options = RecommendOptions(
-            skip_ranking=o.skip_ranking,
-            candidate_count=o.candidate_count,
-            exclude_item_ids=o.exclude_item_ids,
-            budget_ms=o.budget_ms,
-            query_vector=_vector(o.query_vector),
-            include_seen=o.include_seen,
-        )
-        rec = await _core(request).recommender.recommend(
-            RecommendRequest(body.session, body.user_id or "", body.k, options, body.model_version)
-        )
-        return _timed(
-            {
-                "items": [{"item_id": i, "score": s} for i, s in zip(rec.item_ids, rec.scores, strict=True)],
-                "model_version": rec.model_version,
-                "degraded": rec.degraded,
-                "degradations": [{"stage": d.stage, "reason": d.reason} for d in rec.degradations],
-                "unknown_item_ids": rec.unknown_item_ids,
-                "session_items_dropped": rec.session_items_dropped,
-                "timings": {stage: round(ms, 3) for stage, ms in rec.timings.items()},
-                "recommendation_id": rec.recommendation_id,
-            },
-            rec.timings,
-        )
+        return await recommend_answer(_core(request), body)
 
 
 def _add_stage_routes(app: FastAPI) -> None:

@@ -26,6 +26,12 @@ class Settings(CommonSettings):
         description="Send the calls to a stage that arrive while one is in flight as one batch call (no timer: "
         "a lone call goes out at once). Off: one RPC per call.",
     )
+    rest_fast_path: bool = Field(
+        True,
+        validation_alias="REST_FAST_PATH",
+        description="Answer POST /v1/recommend in one plain ASGI step (gateway/fast_path.py) instead of through "
+        "FastAPI's routing and dependency layers; same schema, same answers and errors.",
+    )
     redis_url: str = Field(
         "redis://localhost:6379/0", validation_alias="REDIS_URL", description="Events and version pointer."
     )
