@@ -262,7 +262,9 @@ class Clients:
                 rate_limit=settings.event_rate_limit,
             ),
             batching=settings.stage_batching,
-            batches_in_flight={stage: batches_in_flight(addr) for stage, addr in addresses.items()},
+            batches_in_flight={
+                stage: settings.batches_in_flight or batches_in_flight(addr) for stage, addr in addresses.items()
+            },
         )
 
     async def close(self) -> None:

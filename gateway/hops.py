@@ -1,5 +1,6 @@
 """One recommendation's hops to the stage services: each within the request's budget, timed, and degraded
-instead of failed when the service is down, late, or lacks the version the gateway pinned.
+instead of failed when the service is down, late, lacks the version the gateway pinned, or answers with another
+version (a service bug: one answer never mixes versions).
 
     plan = Plan(budget, caller_version="")
     found = await plan.run(CANDIDATES_HOP, lambda timeout_s: client.retrieve(..., timeout_s=timeout_s))
@@ -12,7 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from gateway.budget import Budget
 from gateway.clients import CANDIDATE_GENERATION, EMBEDDING_STORE, RANKING
@@ -22,7 +23,15 @@ from serving.metrics import DEGRADED
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
+
+class Versioned(Protocol):
+    """A hop's answer: it names the model version the service used."""
+
+    @property
+    def model_version(self) -> str: ...
+
+
+T = TypeVar("T", bound=Versioned)
 
 
 @dataclass(frozen=True)
@@ -62,18 +71,28 @@ class Plan:
 
     async def run(self, hop: Hop, call: Callable[[float], Awaitable[T]]) -> T | None:
         """``call(timeout_s)`` with what is left of the budget, timed as the hop's stage. None, and the plan
-        degraded, when no time is left, the service failed or was late, or it lacks the version the gateway
-        pinned; a version the caller asked for and a service does not have is the caller's mistake (NotFound)."""
+        degraded, when no time is left, the service failed or was late, it lacks the version the gateway pinned,
+        or it answered with a version other than the pinned one (a failed hop: its answer is not used); a version
+        the caller asked for and a service does not have is the caller's mistake (NotFound)."""
         if self.budget.exhausted:
             self.degrade(hop.stage, "budget exhausted", hop.fallback)
             return None
         with self.budget.stage(hop.stage):
             try:
-                return await call(self.budget.remaining_s())
+                found = await call(self.budget.remaining_s())
             except (UpstreamError, UpstreamDeadline) as e:
                 self.degrade(hop.stage, f"{hop.service} unavailable", hop.fallback, e.code)
+                return None
             except NotFound as e:
                 if self.caller_version:
                     raise
                 self.degrade(hop.stage, f"{hop.service} unavailable", f"{e.message}; {hop.fallback}")
-        return None
+                return None
+        if self.version and found.model_version != self.version:
+            log.warning(
+                "%s answered with model version %r, not the pinned %r", hop.service, found.model_version, self.version
+            )
+            consequence = f"answered {found.model_version!r}, pinned {self.version!r}; {hop.fallback}"
+            self.degrade(hop.stage, f"{hop.service} version mismatch", consequence)
+            return None
+        return found

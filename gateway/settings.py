@@ -26,6 +26,13 @@ class Settings(CommonSettings):
         description="Send the calls to a stage that arrive while one is in flight as one batch call (no timer: "
         "a lone call goes out at once). Off: one RPC per call.",
     )
+    batches_in_flight: int = Field(
+        0,
+        ge=0,
+        le=64,
+        validation_alias="BATCHES_IN_FLIGHT",
+        description="Batch calls in flight per stage at once; 0 = one per replica address (four for a DNS name).",
+    )
     rest_fast_path: bool = Field(
         True,
         validation_alias="REST_FAST_PATH",

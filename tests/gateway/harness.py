@@ -26,7 +26,16 @@ from gateway.clients import Clients
 from gateway.grpc_api import create_grpc_server
 from gateway.settings import Settings
 from recmesh.pipeline import MAX_SESSION, Model, session_query
-from recmesh.v1 import recommendation_service_pb2_grpc
+from recmesh.v1 import (
+    candidate_generation_service_pb2_grpc,
+    ranking_service_pb2_grpc,
+    recommendation_service_pb2_grpc,
+)
+from services.candidate_generation import servicer as candidate_generation_servicer
+from services.candidate_generation.core import CandidateGenerator
+from services.ranking import servicer as ranking_servicer
+from services.ranking.core import CandidateRanker
+from serving.stage_service import start_model_service
 
 STAGES = ("embedding_store", "candidate_generation", "ranking")
 SLOW_MACHINE_BUDGET_MS = 10_000  # no loaded test machine runs out of it (a late hop would degrade the answer)
@@ -51,6 +60,32 @@ async def start_stage(name: str, models_dir: Path, redis_url: str) -> Stage:
     create_server = importlib.import_module(f"services.{name}.server").create_server
     settings = settings_cls(RECMESH_MODELS_DIR=str(models_dir), REDIS_URL=redis_url)
     server, port, _health, core = await create_server(settings, "127.0.0.1:0")
+    return Stage(server, port, core)
+
+
+# A model stage's parts: its core and how its servicer is added to a server.
+MODEL_STAGES: dict[str, tuple[Any, Any, str]] = {
+    "candidate_generation": (
+        CandidateGenerator,
+        candidate_generation_service_pb2_grpc.add_CandidateGenerationServiceServicer_to_server,
+        candidate_generation_servicer.SERVICE_NAME,
+    ),
+    "ranking": (
+        CandidateRanker,
+        ranking_service_pb2_grpc.add_RankingServiceServicer_to_server,
+        ranking_servicer.SERVICE_NAME,
+    ),
+}
+
+
+async def start_model_stage(name: str, models_dir: Path, servicer: type) -> Stage:
+    """A real candidate_generation or ranking service (registry, core, interceptor, batch RPCs) whose servicer is
+    ``servicer``: a thin subclass of the real one that misbehaves (answers late, or with another version)."""
+    make_core, add, service_name = MODEL_STAGES[name]
+    settings = importlib.import_module(f"services.{name}.settings").Settings(RECMESH_MODELS_DIR=str(models_dir))
+    server, port, _health, core = await start_model_service(
+        settings, "127.0.0.1:0", make_core, servicer, add, service_name
+    )
     return Stage(server, port, core)
 
 

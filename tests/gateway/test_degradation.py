@@ -1,20 +1,21 @@
-"""Degrade, don't fail: a stage down, late or out of budget still gets a useful answer that says what it skipped;
-Redis down leaves recommendations without history and events failing 503."""
+"""Degrade, don't fail: a stage down, or answering with another model version than the pinned one, still gets a
+useful answer that says what it skipped; Redis down leaves recommendations without history and events failing
+503. (A stage late past the request's budget: test_budget.py.)"""
 
 from __future__ import annotations
 
-import asyncio
-import copy
 from pathlib import Path
-from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
-from gateway.clients import CandidateGenerationClient
-from gateway.recommend import Recommender, RecommendOptions, RecommendRequest
-from recmesh.v1 import recommendation_service_pb2
+from gateway.hops import CANDIDATES_HOP, RANKING_HOP, Hop
+from recmesh.v1 import candidate_generation_service_pb2, ranking_service_pb2, recommendation_service_pb2
+from services.candidate_generation.servicer import CandidateGenerationServicer
+from services.ranking.servicer import RankingServicer
 from tests.conftest import free_port
-from tests.gateway.harness import Gateway, assert_error, ids, reference, running_gateway, start_stage
+from tests.gateway.harness import assert_error, ids, reference, running_gateway, start_model_stage, start_stage
+from tests.helpers import two_version_models_dir
 
 session_loop = pytest.mark.asyncio(loop_scope="session")
 pb = recommendation_service_pb2
@@ -78,27 +79,72 @@ async def test_embedding_store_down_lets_candidate_generation_build_the_query(
         assert only_unknown["unknown_item_ids"] == ["nope"]
 
 
-class SlowCandidates(CandidateGenerationClient):
-    """The real client, after a pause that eats the rest of the request's budget."""
+class OwnVersionRanking(RankingServicer):
+    """The bug under test: a ranking service that ranks with its own current version, whatever the request pinned."""
 
-    def __init__(self, inner: CandidateGenerationClient, pause_s: float) -> None:
-        self.inner, self.pause_s = inner, pause_s
+    async def rank(self, request: ranking_service_pb2.RankRequest) -> ranking_service_pb2.RankResponse:
+        own = ranking_service_pb2.RankRequest()
+        own.CopyFrom(request)
+        own.model_version = ""
+        return await super().rank(own)
 
-    async def retrieve(self, **kwargs: Any) -> Any:  # type: ignore[override]
-        await asyncio.sleep(self.pause_s)
-        return await self.inner.retrieve(**{**kwargs, "timeout_s": 5})
+
+class OwnVersionCandidates(CandidateGenerationServicer):
+    """The same bug in candidate generation."""
+
+    async def retrieve(
+        self, request: candidate_generation_service_pb2.RetrieveCandidatesRequest
+    ) -> candidate_generation_service_pb2.RetrieveCandidatesResponse:
+        own = candidate_generation_service_pb2.RetrieveCandidatesRequest()
+        own.CopyFrom(request)
+        own.model_version = ""
+        return await super().retrieve(own)
+
+
+def degraded_count(reason: str) -> float:
+    return REGISTRY.get_sample_value("recmesh_degraded_total", {"service": "gateway", "reason": reason}) or 0.0
 
 
 @session_loop
-async def test_budget_used_up_before_ranking_skips_it(gateway: Gateway, model, session_items) -> None:  # type: ignore[no-untyped-def]
-    clients = copy.copy(gateway.clients)
-    clients.candidates = SlowCandidates(clients.candidates, 0.06)
-    slow = Recommender(clients, gateway.app.state.core.versions, default_budget_ms=200)
-    # The request's own budget_ms is the budget (the default, 200 ms, would leave time to rank).
-    rec = await slow.recommend(RecommendRequest(session_items, options=RecommendOptions(budget_ms=50)))
-    assert rec.item_ids == reference(model, session_items, rank=False)
-    assert [(d.stage, d.reason) for d in rec.degradations] == [("ranking", "budget exhausted: retrieval order served")]
-    assert "ranking" not in rec.timings
+@pytest.mark.parametrize(
+    ("stage", "servicer", "hop"),
+    [("ranking", OwnVersionRanking, RANKING_HOP), ("candidate_generation", OwnVersionCandidates, CANDIDATES_HOP)],
+)
+async def test_a_hop_answering_with_another_version_than_the_pinned_one_is_a_failed_hop(
+    stage: str,
+    servicer: type,
+    hop: Hop,
+    tmp_path: Path,
+    bundle_path: Path,
+    models_dir: Path,
+    redis_server,
+    stage_ports: dict[str, int],
+    model,
+    session_items,
+) -> None:  # type: ignore[no-untyped-def]
+    """Hop 1 pins the version; a later hop that answers with another one (here: the stage's own newer version,
+    the request's ignored) is not used: the answer degrades to that hop's fallback, says which versions met, and
+    is counted. One answer never mixes versions."""
+    own_models, pinned, other = two_version_models_dir(bundle_path, tmp_path)  # `other` is the stage's current
+    rogue = await start_model_stage(stage, own_models, servicer)
+    kind = f"{hop.service} version mismatch"
+    before = degraded_count(kind)
+    try:
+        async with running_gateway(models_dir, redis_server.url, {**stage_ports, stage: rogue.port}) as gateway:
+            body = (await gateway.post("/v1/recommend", {"session": session_items, "k": 5})).json()
+    finally:
+        await rogue.stop()
+    assert pinned == model.version and body["model_version"] == pinned
+    assert body["degradations"] == [
+        {"stage": hop.stage, "reason": f"{kind}: answered {other!r}, pinned {pinned!r}; {hop.fallback}"}
+    ]
+    if hop is RANKING_HOP:
+        assert ids(body) == reference(model, session_items, k=5, rank=False)
+    else:
+        rows, _ = model.popular(5, model.lookup(session_items)[0])
+        assert ids(body) == [model.item_ids[r] for r in rows]
+        assert "ranking" not in body["timings"]
+    assert degraded_count(kind) == before + 1
 
 
 @session_loop

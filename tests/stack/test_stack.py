@@ -12,7 +12,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
@@ -20,17 +20,23 @@ import numpy as np
 import pytest
 
 from devtools.stack import LocalStack
+from recmesh.pipeline import load_model
 from recmesh.publish import publish
+from recmesh.v1 import candidate_generation_service_pb2 as candidates_pb
+from recmesh.v1 import candidate_generation_service_pb2_grpc as candidates_grpc
+from recmesh.v1 import ranking_service_pb2 as ranking_pb
+from recmesh.v1 import ranking_service_pb2_grpc as ranking_grpc
 from recmesh.v1 import recommendation_service_pb2 as pb
 from recmesh.v1 import recommendation_service_pb2_grpc as pb_grpc
-from tests.helpers import sample_sessions, two_version_models_dir
+from serving.vectors import pack
+from tests.helpers import sample_sessions
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def stack_models(bundle_path: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    """A private models dir holding only the fixture bundle (the newer copy is added by the publish test)."""
+    """A private models dir holding only the fixture bundle (the publish test adds another model)."""
     models = tmp_path_factory.mktemp("stack-models")
     shutil.copytree(bundle_path, models / bundle_path.name)
     return models, bundle_path.name
@@ -53,31 +59,46 @@ def post(stack: LocalStack, path: str, body: dict) -> tuple[int, dict, dict[str,
         return e.code, json.loads(e.read()), dict(e.headers)
 
 
+class Flow:
+    """Answers of recommendation requests a background thread sends one after another: (index of the session in
+    ``sessions``, status, answer), in the order they came back."""
+
+    def __init__(self, sessions: list[list[str]]) -> None:
+        self.sessions = sessions
+        self.results: list[tuple[int, int, dict]] = []
+        self.lock = threading.Condition()  # held while results change
+
+    def add(self, result: tuple[int, int, dict]) -> None:
+        with self.lock:
+            self.results.append(result)
+            self.lock.notify_all()
+
+    def wait_for(self, predicate: Callable[[list[tuple[int, int, dict]]], bool], timeout: float = 15) -> bool:
+        """Until ``predicate(results)`` holds (True), or ``timeout`` s have passed (False)."""
+        with self.lock:
+            return self.lock.wait_for(lambda: predicate(self.results), timeout)
+
+
 @contextlib.contextmanager
-def recommendations_flowing(stack: LocalStack, k: int) -> Iterator[list[tuple[int, dict]]]:
-    """While the block runs, a background thread sends recommendation requests one after another; each
-    (status, answer) is appended to the yielded list."""
-    results: list[tuple[int, dict]] = []
+def recommendations_flowing(stack: LocalStack, k: int) -> Iterator[Flow]:
+    """While the block runs, a background thread sends the first 20 training sessions as recommendation
+    requests, one after another, again and again; the yielded Flow collects the answers."""
+    flow = Flow(sample_sessions(20))
     stop = threading.Event()
 
     def load() -> None:
-        sessions = sample_sessions(20)
         while not stop.is_set():
-            for session in sessions:
+            for i, session in enumerate(flow.sessions):
                 status, answer, _ = post(stack, "/v1/recommend", {"session": session, "k": k})
-                results.append((status, answer))
+                flow.add((i, status, answer))
 
     worker = threading.Thread(target=load)
     worker.start()
     try:
-        yield results
+        yield flow
     finally:
         stop.set()
         worker.join()
-
-
-def version_or_error(answer: dict) -> str:
-    return str(answer.get("model_version", answer.get("error")))
 
 
 def ids(answer: dict) -> list[str]:
@@ -128,24 +149,87 @@ def test_requests_are_spread_over_both_ranking_replicas(stack: LocalStack):
     assert min(used) > 0 and min(used) > 0.2 * max(used), f"CPU ticks per replica: {used}"
 
 
-def test_publish_of_a_new_version_while_requests_flow_fails_none(
-    stack: LocalStack, stack_models: tuple[Path, str], bundle_path: Path
+def current_versions(stack: LocalStack) -> set[str]:
+    """The versions the candidate-generation and ranking replicas serve a request that names none (their current)."""
+    item = sample_sessions(1)[0][0]
+    versions = set()
+    for process in stack.by_name("candidate_generation") + stack.by_name("ranking"):
+        with grpc.insecure_channel(process.address) as channel:
+            if process.name.startswith("ranking"):
+                request = ranking_pb.RankRequest(
+                    session_item_ids=[item], candidate_ids=[item], candidate_scores=pack([1])
+                )
+                reply = ranking_grpc.RankingServiceStub(channel).Rank(request, timeout=5)
+            else:
+                request = candidates_pb.RetrieveCandidatesRequest(item_ids=[item], k=1)
+                reply = candidates_grpc.CandidateGenerationServiceStub(channel).RetrieveCandidates(request, timeout=5)
+        versions.add(reply.model_version)
+    return versions
+
+
+@pytest.fixture(scope="module")
+def reseeded_bundle(bundle_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Another model of the same data: the `models_dir` fixture's training (tests/conftest.py: same synthetic
+    data, epochs, candidate count) with another word2vec seed, so other vectors, index and ranker. ~1 s."""
+    from recmesh.data.synth import generate
+    from recmesh.train.embeddings import Word2VecParams
+    from recmesh.train.run import TrainParams, train_bundle
+
+    params = TrainParams(word2vec=Word2VecParams(epochs=10, seed=7), candidates=150)
+    out = tmp_path_factory.mktemp("reseeded")
+    path = train_bundle(generate(n_items=2000, n_users=3000, seed=1), out, params, progress=False)
+    assert path.name > bundle_path.name  # trained later: the newer version
+    return path
+
+
+def test_publish_of_another_model_while_requests_flow_gives_every_answer_whole_from_one_version(
+    stack: LocalStack,
+    stack_models: tuple[Path, str],
+    model,  # type: ignore[no-untyped-def]
+    reseeded_bundle: Path,
 ):
+    """Publishing a genuinely different model mid-load: every answer is exactly the offline pipeline's answer of
+    the version it names (so hops 1, 2 and 3 all used that version: vectors, index and ranker of one model), some
+    answers come from each version, and none goes back to the old one after the switch."""
     models, old = stack_models
-    staging = Path(str(models) + "-staging")
-    staging.mkdir()
-    _, _, new = two_version_models_dir(bundle_path, staging)
-    shutil.copytree(staging / new, models / new)
+    new = reseeded_bundle.name
+    shutil.copytree(reseeded_bundle, models / new)
+    offline_by_version = {old: model, new: load_model(models / new)}
+    sessions = sample_sessions(20)  # what recommendations_flowing sends
+    expected = {v: [offline(m, s, k=5) for s in sessions] for v, m in offline_by_version.items()}
+    disagree = sum(a != b for a, b in zip(expected[old], expected[new], strict=True))
+    assert disagree >= len(sessions) // 2, f"the two models agree on {len(sessions) - disagree} of {len(sessions)}"
+    # Asked for by name, every hop serves the new version before it is published (and has loaded it by then).
+    options = {"budget_ms": 10_000}
+    status, answer, _ = post(
+        stack, "/v1/recommend", {"session": sessions[0], "k": 5, "model_version": new, "options": options}
+    )
+    assert status == 200 and not answer["degraded"] and ids(answer) == expected[new][0], answer
+
+    def answers_of(version: str, n: int) -> Callable[[list[tuple[int, int, dict]]], bool]:
+        return lambda results: sum(answer.get("model_version") == version for _, _, answer in results) >= n
+
     with recommendations_flowing(stack, k=5) as flowing:
-        time.sleep(0.5)
-        publish(models / new, stack.redis_url, progress=False)
+        # Candidate generation and ranking make the newest bundle on disk current by themselves, before it is
+        # published: from then on, a hop that did not serve the version hop 1 pins would mix the two models.
         deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and (not flowing or version_or_error(flowing[-1][1]) != new):
-            time.sleep(0.2)
-        time.sleep(0.5)
-    results = [(status, version_or_error(answer)) for status, answer in flowing]
-    assert results and all(status == 200 for status, _ in results), [r for r in results if r[0] != 200][:3]
-    versions = [version for _, version in results]
+        while current_versions(stack) != {new} and time.monotonic() < deadline:
+            time.sleep(0.2)  # another process's state: nothing to await
+        assert current_versions(stack) == {new}
+        with flowing.lock:
+            before = sum(answer.get("model_version") == old for _, _, answer in flowing.results)
+        assert flowing.wait_for(answers_of(old, before + 20)), "no answers pinned to the old version meanwhile"
+        publish(models / new, stack.redis_url, progress=False)
+        assert flowing.wait_for(answers_of(new, 20)), "the published version was never served"
+
+    versions = []
+    for i, status, answer in flowing.results:
+        assert status == 200 and not answer["degraded"], answer
+        equals = {v for v in expected if ids(answer) == expected[v][i]}
+        assert answer["model_version"] in equals, (
+            f"session {i}: answer of {answer['model_version']!r} equals the offline answer of {sorted(equals)}"
+        )
+        versions.append(answer["model_version"])
     assert versions[0] == old and versions[-1] == new
     switch = versions.index(new)
     assert set(versions[switch:]) == {new}, "a request went back to the old version after the switch"
@@ -156,11 +240,11 @@ def test_ranking_replica_killed_under_load_fails_no_request_and_rejoins_after_re
     live replica keep every answer whole; the restarted replica (same address) gets traffic again."""
     victim, survivor = stack.by_name("ranking")
     with recommendations_flowing(stack, k=10) as flowing:
-        time.sleep(0.5)
+        assert flowing.wait_for(lambda results: len(results) >= 20), "no answers before the kill"
         stack.kill(victim)
-        killed_at = len(flowing)
-        time.sleep(1.0)
-    results = [(status, bool(answer.get("degraded"))) for status, answer in flowing]
+        killed_at = len(flowing.results)
+        assert flowing.wait_for(lambda results: len(results) >= killed_at + 100), "no answers after the kill"
+    results = [(status, bool(answer.get("degraded"))) for _, status, answer in flowing.results]
     assert killed_at > 0 and len(results) > killed_at, "no request before or after the kill"
     assert all(status == 200 and not degraded for status, degraded in results), [
         r for r in results if r != (200, False)
