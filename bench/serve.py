@@ -304,8 +304,8 @@ def run_locust(
 
 
 def py_spy(pids: dict[str, int], seconds: float, out: Path) -> list[subprocess.Popen[bytes]]:
-    """Sample every process with py-spy (Python frames, idle excluded) for `seconds`: collapsed stacks in
-    out/<name>.txt."""
+    """Sample every process with py-spy (Python frames, idle excluded) for `seconds`: a flame graph per process in
+    out/<name>.svg."""
     binary = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     out.mkdir(parents=True, exist_ok=True)
     return [
@@ -321,9 +321,9 @@ def py_spy(pids: dict[str, int], seconds: float, out: Path) -> list[subprocess.P
                 "--pid",
                 str(pid),
                 "--format",
-                "raw",
+                "flamegraph",
                 "--output",
-                str(out / f"{name}.txt"),
+                str(out / f"{name}.svg"),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
