@@ -45,7 +45,8 @@ class GatewayMiddleware:
             return
         start = time.perf_counter()
         headers = scope["headers"]
-        rid = request_id_from_metadata((k.decode("latin-1"), v.decode("latin-1")) for k, v in headers)
+        # Only the one header is decoded (ASGI header names are lower-case bytes).
+        rid = request_id_from_metadata((("x-request-id", v) for k, v in headers if k == b"x-request-id"))
         token = set_request_id(rid)
         rid_header = (b"x-request-id", rid.encode())
         status = 500
