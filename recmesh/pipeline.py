@@ -7,7 +7,7 @@ recommendation equals the offline one for the same bundle and session.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,11 @@ class Model:
     space: ItemSpace
     index: AnnIndex
     ranker: Ranker
+    # item_ids as an object array: `ids_of` turns a few hundred rows into ids in one take instead of a Python loop
+    _item_array: np.ndarray = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._item_array = np.array(self.item_ids, dtype=object)
 
     @property
     def n_items(self) -> int:
@@ -63,6 +68,11 @@ class Model:
     @property
     def query_decay(self) -> float:
         return float(self.manifest["params"]["query_decay"])
+
+    def ids_of(self, rows: np.ndarray) -> list[str]:
+        """The item ids of `rows`, in order: `[item_ids[r] for r in rows]`."""
+        ids: list[str] = self._item_array[rows].tolist()
+        return ids
 
     def lookup(self, item_ids: list[str]) -> tuple[np.ndarray, list[str]]:
         """Row indices of the known ids (in order) and the unknown ids."""
@@ -134,8 +144,9 @@ def load_model(directory: Path, verify: bool = True) -> Model:
     directory = Path(directory)
     manifest = bundle.load_manifest(directory, verify=verify)
     item_ids = (directory / "items.txt").read_text().split("\n")
-    vectors = np.load(directory / "vectors.npy", mmap_mode="r", allow_pickle=False)
-    context = np.load(directory / "context_vectors.npy", mmap_mode="r", allow_pickle=False)
+    # Still memory-mapped, but as plain ndarray views: indexing the np.memmap subclass runs Python code per call.
+    vectors = np.asarray(np.load(directory / "vectors.npy", mmap_mode="r", allow_pickle=False))
+    context = np.asarray(np.load(directory / "context_vectors.npy", mmap_mode="r", allow_pickle=False))
     with np.load(directory / "tables.npz", allow_pickle=False) as t:
         tables = FeatureTables(
             popularity=t["popularity"],

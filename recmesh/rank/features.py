@@ -11,7 +11,7 @@ from itertools import combinations
 
 import numpy as np
 
-from recmesh.rank.tables import FeatureTables
+from recmesh.rank.tables import FeatureTables, lookup
 
 BASE_FEATURES = (
     "retrieval_score",
@@ -44,6 +44,11 @@ class ItemSpace:
     tables: FeatureTables
 
 
+# RECENT_DECAY ** j as float32: what the float32 counts are multiplied by (a Python float times a float32 array
+# is computed in float32)
+_RECENT_WEIGHTS = np.array([RECENT_DECAY**j for j in range(RECENT_ITEMS)], dtype=np.float32)
+
+
 def base_features(
     space: ItemSpace,
     history: np.ndarray,
@@ -55,20 +60,23 @@ def base_features(
     tables = space.tables
     last = int(history[-1])
     cand_unit = space.vectors[candidates]
-    from_last = tables.transitions.lookup(last, candidates)
-    recent = history[::-1][:RECENT_ITEMS]
-    trans_recent = np.zeros(candidates.size, dtype=np.float32)
-    covisit_recent = np.zeros(candidates.size, dtype=np.float32)
-    for j, item in enumerate(recent):
-        weight = RECENT_DECAY**j
-        trans_recent += weight * tables.transitions.lookup(int(item), candidates)
-        covisit_recent += weight * tables.covisits.lookup(int(item), candidates)
+    last_unit = space.vectors[last]
+    recent = history[::-1][:RECENT_ITEMS]  # most recent first: recent[0] is the last item
+    # counts[j] = (transitions, co-visits) from the j-th most recent item to each candidate, in one lookup.
+    cells = [(table, item) for item in recent.tolist() for table in (tables.transitions, tables.covisits)]
+    counts = lookup(cells, candidates).reshape(recent.size, 2, candidates.size)
+    from_last = counts[0, 0]
+    # Weighted sums over the recent items, accumulated from zero item by item in float32 (accumulate is
+    # sequential): the same additions, in the same order, as a loop of `total += weight * counts`.
+    terms = np.zeros((1 + recent.size, 2, candidates.size), dtype=np.float32)
+    np.multiply(_RECENT_WEIGHTS[: recent.size, None, None], counts, out=terms[1:])
+    trans_recent, covisit_recent = np.add.accumulate(terms, axis=0)[-1]
     columns = (
         retrieval_scores,
         np.log1p(np.arange(candidates.size, dtype=np.float32)),
         cand_unit @ session_unit,
-        cand_unit @ space.vectors[last],
-        space.context_vectors[candidates] @ space.vectors[last],
+        cand_unit @ last_unit,
+        space.context_vectors[candidates] @ last_unit,
         np.log1p(tables.popularity[candidates]),
         np.log1p(from_last),
         from_last / (tables.transition_out[last] + 1.0),
@@ -76,7 +84,11 @@ def base_features(
         np.log1p(covisit_recent),
         np.full(candidates.size, np.log1p(history.size), dtype=np.float32),
     )
-    return np.column_stack(columns).astype(np.float32)
+    # Filled column by column: what np.column_stack(columns).astype(np.float32) gives, without its copies.
+    features = np.empty((candidates.size, len(columns)), dtype=np.float32)
+    for i, column in enumerate(columns):
+        features[:, i] = column
+    return features
 
 
 _PAIRS: tuple[np.ndarray, np.ndarray] = tuple(  # type: ignore[assignment]
@@ -85,6 +97,13 @@ _PAIRS: tuple[np.ndarray, np.ndarray] = tuple(  # type: ignore[assignment]
 
 
 def with_crosses(standardised: np.ndarray) -> np.ndarray:
-    """Append every pairwise product of the (standardised) base features."""
+    """Append every pairwise product of the (standardised) base features (a C-ordered copy, as np.hstack made)."""
     left, right = _PAIRS
-    return np.hstack([standardised, standardised[:, left] * standardised[:, right]])
+    # Built feature-major: the gathers and products run over whole contiguous rows, cheaper than gathering
+    # columns; the same products, then one transposing copy.
+    n_base = standardised.shape[1]
+    by_feature = np.empty((n_base + left.size, standardised.shape[0]), dtype=standardised.dtype)
+    base = by_feature[:n_base]
+    base[...] = standardised.T
+    np.multiply(base[left], base[right], out=by_feature[n_base:])
+    return np.ascontiguousarray(by_feature.T)

@@ -87,7 +87,7 @@ def retrieve_candidates(model: Model, query: CandidateQuery) -> Candidates:
         vector = model.query(history)
     excluded, _ = model.lookup(list(query.exclude_item_ids))
     rows, scores = model.retrieve(vector, query.k, np.unique(excluded) if excluded.size else None)
-    return Candidates([model.item_ids[r] for r in rows], scores, model.version, unknown)
+    return Candidates(model.ids_of(rows), scores, model.version, unknown)
 
 
 class CandidateGenerator:

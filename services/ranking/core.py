@@ -71,23 +71,27 @@ def rank_candidates(model: Model, query: RankQuery) -> Ranked:
     first occurrence. With no known session item there is nothing to rank against: the candidates come back in
     the given order with their retrieval scores. k = 0 returns all."""
     history, unknown = model.recent_known(query.session_item_ids)
-    rows: list[int] = []
-    keep: list[int] = []
-    seen: set[int] = set()
-    for position, item in enumerate(query.candidate_ids):
-        row = model.index_of.get(item)
-        if row is None:
-            unknown.append(item)
-        elif row not in seen:
-            seen.add(row)
-            rows.append(row)
-            keep.append(position)
-    candidates = np.array(rows, dtype=np.int64)
-    ranked, probabilities = model.rank(history, candidates, query.retrieval_scores[keep])
+    found = list(map(model.index_of.get, query.candidate_ids))
+    if None not in found and len(set(found)) == len(found):
+        # The usual case (candidates straight from retrieval): all known, none repeated, all kept.
+        candidates, scores = np.array(found, dtype=np.int64), query.retrieval_scores
+    else:
+        rows: list[int] = []
+        keep: list[int] = []
+        seen: set[int] = set()
+        for position, (item, row) in enumerate(zip(query.candidate_ids, found, strict=True)):
+            if row is None:
+                unknown.append(item)
+            elif row not in seen:
+                seen.add(row)
+                rows.append(row)
+                keep.append(position)
+        candidates, scores = np.array(rows, dtype=np.int64), query.retrieval_scores[keep]
+    ranked, probabilities = model.rank(history, candidates, scores)
     if query.k:
         ranked, probabilities = ranked[: query.k], probabilities[: query.k]
     return Ranked(
-        [model.item_ids[r] for r in ranked],
+        model.ids_of(ranked),
         np.asarray(probabilities, dtype=np.float32),
         model.version,
         list(dict.fromkeys(unknown)),
