@@ -1,7 +1,8 @@
 """Opportunistic batching of one stage's calls: while a batch is in flight, the calls that arrive wait; when it
 returns, everything that waited goes out as the next batch, in one RPC.
 
-No timer: at low load a call goes out at once, alone (a batch of one); under load batches grow by themselves, and
+No timer: at low load a call goes out at once, alone (a batch of one, sent from the caller's own task as the
+stage's single RPC); under load batches grow by themselves, and
 the per-call cost of gRPC (framing, syscalls, wake-ups, both sides) is paid once per batch instead of once per
 request. This is how Triton and TF Serving amortise per-call cost, without their batching delay.
 
@@ -83,7 +84,15 @@ class Batcher(Generic[Req, Res]):
         member.timer = loop.call_at(member.deadline, self._expire, member)
         self._queue.append(member)
         if self._in_flight < self.max_in_flight:
-            self._launch(loop)
+            batch = self._start()
+            if batch == [member]:  # alone: sent from the caller's own task, no extra trip through the loop
+                try:
+                    async with asyncio.timeout_at(member.deadline):  # nobody else waits on it: cancel it when late
+                        await self._run(batch)
+                except TimeoutError:
+                    member.resolve(self._on_deadline())
+            elif batch:
+                self._spawn(batch, loop)
         try:
             return await member.future
         finally:
@@ -92,33 +101,37 @@ class Batcher(Generic[Req, Res]):
     def _expire(self, member: Member[Req, Res]) -> None:
         member.resolve(self._on_deadline())
 
-    def _launch(self, loop: asyncio.AbstractEventLoop) -> None:
+    def _start(self) -> list[Member[Req, Res]]:
+        """The next batch, counted in flight from now: what waits, up to max_batch, skipping members that ended."""
         batch: list[Member[Req, Res]] = []
         while self._queue and len(batch) < self.max_batch:
             member = self._queue.popleft()
             if not member.future.done():  # expired or cancelled while it waited: left out
                 batch.append(member)
-        if not batch:
-            return
-        self._in_flight += 1
-        self.batches += 1
-        self.members += len(batch)
+        if batch:
+            self._in_flight += 1
+            self.batches += 1
+            self.members += len(batch)
+        return batch
+
+    def _spawn(self, batch: list[Member[Req, Res]], loop: asyncio.AbstractEventLoop) -> None:
         task = loop.create_task(self._run(batch))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _run(self, batch: list[Member[Req, Res]]) -> None:
+        """Send a started batch; then start what waited meanwhile."""
         try:
             await self._send(batch)
-        except BaseException as e:  # the whole RPC failed: every member still waiting shares the outcome
+        except Exception as e:  # the whole RPC failed: every member still waiting shares the outcome
             for member in batch:
                 member.resolve(e)
-            if not isinstance(e, Exception):
-                raise
-        finally:
+        finally:  # cancelled (a lone call past its deadline): its member ends by its own deadline
             self._in_flight -= 1
             if self._queue:
-                self._launch(asyncio.get_running_loop())
+                following = self._start()
+                if following:
+                    self._spawn(following, asyncio.get_running_loop())
 
     async def aclose(self) -> None:
         """Wait for the batches in flight (their members are answered or fail on their own deadlines)."""

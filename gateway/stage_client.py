@@ -91,15 +91,27 @@ class StageClient(Generic[Req, Reply, Out]):
             raise UpstreamDeadline(self.service)
         if self.batcher is not None:
             return await self.batcher.call(request, timeout_s)
+        return await self._call_single(request, timeout_s, outgoing_metadata())
+
+    async def _call_single(self, request: Req, timeout_s: float, metadata: Any) -> Out:
         try:
-            reply = await self._single(request, timeout=timeout_s, metadata=outgoing_metadata())
+            reply = await self._single(request, timeout=timeout_s, metadata=metadata)
         except grpc.aio.AioRpcError as err:
             raise _error(self.service, err.code(), err.details() or "") from err
         return self._parse(reply)
 
     async def _send(self, members: list[Member[Req, Out]]) -> None:
-        """One batch RPC for `members`, each with what is left of its own deadline; resolves every member."""
+        """One RPC for `members`, each with what is left of its own deadline; resolves every member. A batch of one
+        is the single RPC: the same answer, without the batch's envelope on either side."""
         now = asyncio.get_running_loop().time()
+        if len(members) == 1:
+            (member,) = members
+            metadata = ((REQUEST_ID_KEY, member.request_id),) if member.request_id else ()
+            try:
+                member.resolve(await self._call_single(member.request, member.remaining_s(now), metadata))
+            except RecmeshError as e:
+                member.resolve(e)
+            return
         request = self._batch_request(
             requests=[m.request for m in members],
             members=[
