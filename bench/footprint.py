@@ -11,11 +11,11 @@ sizes gives the per-item slope; 1M items is extrapolated from it and marked so.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
+from bench.report import write_report
 from bench.serve import ROOT, bench_bundle, hardware, run_locust, sample_sessions
 
 EXTRAPOLATE_TO = 1_000_000
@@ -106,10 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         "extrapolated": extrapolate(points, EXTRAPOLATE_TO),
         "hardware": hardware(),
     }
-    out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1))
-    print(f"wrote {out}", file=sys.stderr)
+    write_report(report, args.json)
     return 0
 
 

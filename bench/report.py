@@ -13,7 +13,9 @@ next to the run instead.
 
 from __future__ import annotations
 
+import json
 import math
+import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -334,3 +336,12 @@ def plot(steps: list[dict[str, Any]], series: list[dict[str, list[float]]], path
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def write_report(report: dict[str, Any], path: str | Path) -> Path:
+    """Write a benchmark's JSON report (its folder made if need be) and say where on stderr."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1))
+    print(f"wrote {out}", file=sys.stderr)
+    return out

@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.report import write_report
 from bench.serve import ROOT, bench_bundle, cpu_of, degraded_counts, hardware
 
 WRK_HINT = "wrk not found: install it with `apt-get install -y wrk` (Debian/Ubuntu)"
@@ -134,10 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     report = run(args)
-    out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1))
-    print(f"wrote {out}", file=sys.stderr)
+    write_report(report, args.json)
     return 0
 
 

@@ -100,14 +100,8 @@ def _ranked(reply: ranking_service_pb2.RankResponse) -> Scored:
 class EmbeddingStoreClient:
     def __init__(self, channel: grpc.aio.Channel, batching: bool = True, max_in_flight: int = 1) -> None:
         stub = embedding_store_service_pb2_grpc.EmbeddingStoreServiceStub(channel)
-        self.stage: StageClient[Any, Any, Embeddings] = StageClient(
-            EMBEDDING_STORE,
-            stub.GetEmbeddings,
-            stub.BatchGetEmbeddings,
-            embedding_store_service_pb2.BatchGetEmbeddingsRequest,
-            _embeddings,
-            batching,
-            max_in_flight,
+        self.stage: StageClient[Any, Any, Embeddings] = StageClient.of(
+            EMBEDDING_STORE, stub, "GetEmbeddings", embedding_store_service_pb2, _embeddings, batching, max_in_flight
         )
 
     async def get_embeddings(self, item_ids: Sequence[str], model_version: str = "", *, timeout_s: float) -> Embeddings:
@@ -118,11 +112,11 @@ class EmbeddingStoreClient:
 class CandidateGenerationClient:
     def __init__(self, channel: grpc.aio.Channel, batching: bool = True, max_in_flight: int = 1) -> None:
         stub = candidate_generation_service_pb2_grpc.CandidateGenerationServiceStub(channel)
-        self.stage: StageClient[Any, Any, Scored] = StageClient(
+        self.stage: StageClient[Any, Any, Scored] = StageClient.of(
             CANDIDATE_GENERATION,
-            stub.RetrieveCandidates,
-            stub.BatchRetrieveCandidates,
-            candidate_generation_service_pb2.BatchRetrieveCandidatesRequest,
+            stub,
+            "RetrieveCandidates",
+            candidate_generation_service_pb2,
             _candidates,
             batching,
             max_in_flight,
@@ -152,8 +146,8 @@ class CandidateGenerationClient:
 class RankingClient:
     def __init__(self, channel: grpc.aio.Channel, batching: bool = True, max_in_flight: int = 1) -> None:
         stub = ranking_service_pb2_grpc.RankingServiceStub(channel)
-        self.stage: StageClient[Any, Any, Scored] = StageClient(
-            RANKING, stub.Rank, stub.BatchRank, ranking_service_pb2.BatchRankRequest, _ranked, batching, max_in_flight
+        self.stage: StageClient[Any, Any, Scored] = StageClient.of(
+            RANKING, stub, "Rank", ranking_service_pb2, _ranked, batching, max_in_flight
         )
 
     async def rank(

@@ -86,6 +86,22 @@ class StageClient(Generic[Req, Reply, Out]):
         if batching:
             self.batcher = Batcher(self._send, lambda: UpstreamDeadline(service), max_in_flight)
 
+    @classmethod
+    def of(
+        cls,
+        service: str,
+        stub: Any,
+        method: str,
+        messages: Any,
+        parse: Callable[[Any], Out],
+        batching: bool,
+        max_in_flight: int,
+    ) -> StageClient[Any, Any, Out]:
+        """The client of `stub`'s `method` and its `Batch<method>` (request class from the `messages` module)."""
+        batch_request = getattr(messages, f"Batch{method}Request")
+        single, batch = getattr(stub, method), getattr(stub, f"Batch{method}")
+        return cls(service, single, batch, batch_request, parse, batching, max_in_flight)
+
     async def call(self, request: Req, timeout_s: float) -> Out:
         if timeout_s <= 0:
             raise UpstreamDeadline(self.service)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import faiss
 import numpy as np
@@ -58,14 +58,31 @@ def _write(index: Any, directory: Path) -> None:
     faiss.write_index(index, str(directory / FILE))
 
 
-class FaissHnswIndex:
-    backend = "faiss_hnsw"
-    default_params = staticmethod(hnsw_default_params)
+class _FaissIndex:
+    """What both FAISS wrappers share: searching, saving and loading a FAISS index file."""
 
     def __init__(self, index: Any, params: dict[str, Any]) -> None:
         single_thread()
         self.index = index
         self.params = params
+
+    def search(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        return _search(self.index, query, k)
+
+    def save(self, directory: Path) -> None:
+        _write(self.index, directory)
+
+    @classmethod
+    def load(cls, directory: Path, params: dict[str, Any], vectors: np.ndarray | None = None) -> Self:
+        return cls(faiss.read_index(str(directory / FILE)), params)
+
+
+class FaissHnswIndex(_FaissIndex):
+    backend = "faiss_hnsw"
+    default_params = staticmethod(hnsw_default_params)
+
+    def __init__(self, index: Any, params: dict[str, Any]) -> None:
+        super().__init__(index, params)
         self.set_ef(int(params["ef_search"]))
 
     def set_ef(self, ef: int) -> None:
@@ -80,18 +97,8 @@ class FaissHnswIndex:
         index.add(vectors)
         return cls(index, params)
 
-    def search(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        return _search(self.index, query, k)
 
-    def save(self, directory: Path) -> None:
-        _write(self.index, directory)
-
-    @classmethod
-    def load(cls, directory: Path, params: dict[str, Any], vectors: np.ndarray | None = None) -> FaissHnswIndex:
-        return cls(faiss.read_index(str(directory / FILE)), params)
-
-
-class FaissIvfIndex:
+class FaissIvfIndex(_FaissIndex):
     """IVF: `codec` "Flat" scans full vectors of the probed lists; "PQ{m}x4fs" scans 4-bit codes with SIMD and
     re-scores the best `k_factor * k` exactly (the FAISS counterpart of ScaNN's AH + reorder)."""
 
@@ -99,9 +106,7 @@ class FaissIvfIndex:
     default_params = staticmethod(ivf_default_params)
 
     def __init__(self, index: Any, params: dict[str, Any]) -> None:
-        single_thread()
-        self.index = index
-        self.params = params
+        super().__init__(index, params)
         self.ivf = faiss.extract_index_ivf(index)
         self.set_probes(int(params["nprobe"]), int(params.get("k_factor", 1)))
 
@@ -129,13 +134,3 @@ class FaissIvfIndex:
         index.train(vectors[rows])
         index.add(vectors)
         return cls(index, params)
-
-    def search(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        return _search(self.index, query, k)
-
-    def save(self, directory: Path) -> None:
-        _write(self.index, directory)
-
-    @classmethod
-    def load(cls, directory: Path, params: dict[str, Any], vectors: np.ndarray | None = None) -> FaissIvfIndex:
-        return cls(faiss.read_index(str(directory / FILE)), params)
