@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -27,14 +26,13 @@ from typing import Any
 import numpy as np
 import redis.asyncio as aioredis
 from numpy.typing import NDArray
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from recmesh.bundle import BundleError
 from recmesh.pipeline import Model
 from recmesh.redis_layout import POINTER_KEY, VECTOR_TTL_S, vector_key
 from recmesh.registry import ModelRegistry, VersionNotAvailable
+from services.embedding_store.caches import Lru
 from serving import limits
 from serving.errors import InvalidArgument, NotFound
 from serving.metrics import DEFAULT, Metrics
@@ -96,41 +94,6 @@ class Stats:
     bundle_reads: int = 0
     degraded: int = 0
     write_backs: int = 0
-
-
-def redis_client(url: str, timeout_s: float) -> aioredis.Redis:
-    """An asyncio client without redis-py's own retries: the store's timeout and back-off decide instead."""
-    return aioredis.from_url(
-        url,
-        socket_connect_timeout=max(timeout_s, 0.1),
-        socket_timeout=max(timeout_s * 5, 0.5),
-        retry=Retry(NoBackoff(), 0),
-    )
-
-
-class Lru:
-    """(version, item) -> raw float32 bytes, least recently used evicted first. size 0 disables it."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._data: OrderedDict[tuple[str, str], bytes] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-    def get(self, key: tuple[str, str]) -> bytes | None:
-        value = self._data.get(key)
-        if value is not None:
-            self._data.move_to_end(key)
-        return value
-
-    def put(self, key: tuple[str, str], value: bytes) -> None:
-        if self.size <= 0:
-            return
-        self._data[key] = value
-        self._data.move_to_end(key)
-        while len(self._data) > self.size:
-            self._data.popitem(last=False)
 
 
 class EmbeddingStore:

@@ -10,7 +10,8 @@ from __future__ import annotations
 import grpc.aio
 
 from recmesh.v1 import embedding_store_service_pb2_grpc as pb_grpc
-from services.embedding_store.core import EmbeddingStore, redis_client
+from services.embedding_store.caches import redis_client
+from services.embedding_store.core import EmbeddingStore
 from services.embedding_store.servicer import SERVICE_NAME, EmbeddingStoreServicer
 from services.embedding_store.settings import Settings
 from serving.metrics import Metrics

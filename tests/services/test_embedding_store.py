@@ -11,7 +11,7 @@ import pytest
 
 from recmesh import publish as pub
 from recmesh import redis_layout as layout
-from services.embedding_store.core import Lru
+from services.embedding_store.caches import Lru
 from serving.vectors import unpack
 from tests.helpers import copy_bundle
 from tests.services.embedding_store_helpers import cmdstat_calls, counter, rows_bytes, running_store
