@@ -27,7 +27,7 @@ from serving.logs import get_request_id
 Req = TypeVar("Req")
 Res = TypeVar("Res")
 
-MAX_BATCH = 64  # members per RPC: bounds one message's size and one service turn's latency
+MAX_BATCH = 64  # members per RPC (services take up to limits.MAX_BATCH_MEMBERS): bounds a message and a turn
 
 
 @dataclass(eq=False)

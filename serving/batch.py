@@ -33,11 +33,10 @@ import grpc
 
 from recmesh.v1.batch_pb2 import BatchError, BatchMember
 from serving.errors import InvalidArgument, rpc_status
+from serving.limits import MAX_BATCH_MEMBERS
 from serving.logs import clean_request_id, get_request_id, request_id_var, set_request_id
 
 log = logging.getLogger(__name__)
-
-MAX_BATCH_MEMBERS = 256  # requests per batch call
 
 clock: Callable[[], float] = time.monotonic  # the members' clock (a seam for tests)
 

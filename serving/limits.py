@@ -48,5 +48,8 @@ DEFAULT_EVENT_RATE_LIMIT = 100  # events per visitor per second (EVENT_RATE_LIMI
 MAX_FUTURE_MS = 24 * 3600 * 1000  # timestamps more than a day ahead are the caller's mistake
 MIN_TIMESTAMP_MS = 946_684_800_000  # 2000-01-01T00:00:00Z: anything older is a mistake (often seconds, not ms)
 
+# -- internal batch calls (the stage services' Batch* RPCs) ----------------------------------------------------
+MAX_BATCH_MEMBERS = 256  # requests per batch call; the gateway sends at most gateway/batching.py's MAX_BATCH
+
 # -- transport ----------------------------------------------------------------------------------------------
 MAX_BODY_BYTES = 1024 * 1024  # a REST request body
