@@ -12,11 +12,8 @@ Usage::
 
 from __future__ import annotations
 
-import functools
-import inspect
 import logging
-from collections.abc import AsyncIterator, Callable
-from typing import Any, ClassVar, TypeVar, cast
+from typing import Any, ClassVar
 
 import grpc
 import grpc.aio
@@ -25,8 +22,6 @@ from recmesh.registry import VersionNotAvailable
 from serving.logs import get_request_id
 
 logger = logging.getLogger(__name__)
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 
 class RecmeshError(Exception):
@@ -103,12 +98,6 @@ def as_recmesh_error(exc: BaseException) -> RecmeshError | None:
     return None
 
 
-def grpc_status_of(exc: BaseException) -> grpc.StatusCode:
-    """The status code a server answers for ``exc`` (INTERNAL for anything unexpected)."""
-    known = as_recmesh_error(exc)
-    return known.grpc_code if known is not None else grpc.StatusCode.INTERNAL
-
-
 def rpc_status(exc: BaseException, where: str) -> tuple[grpc.StatusCode, str]:
     """The (code, details) a server answers for ``exc`` raised in ``where`` (a method path).
 
@@ -122,38 +111,3 @@ def rpc_status(exc: BaseException, where: str) -> tuple[grpc.StatusCode, str]:
     logger.error("unhandled error in %s", where, exc_info=exc)
     rid = get_request_id()
     return grpc.StatusCode.INTERNAL, f"internal error (request_id={rid})" if rid else "internal error"
-
-
-def grpc_errors(fn: F) -> F:
-    """Deprecated: :class:`serving.interceptor.RpcInterceptor` (installed by ``serving.server.create_server``)
-    does this for every method. Kept until gateway/grpc_api.py stops decorating its methods with it.
-
-    Decorates an asyncio servicer method so an exception becomes the status :func:`rpc_status` names. The context
-    must be the last positional argument.
-    """
-    where = fn.__qualname__
-
-    if inspect.isasyncgenfunction(fn):
-
-        @functools.wraps(fn)
-        async def gen_wrapper(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
-            try:
-                async for item in fn(*args, **kwargs):
-                    yield item
-            except grpc.aio.AbortError:
-                raise
-            except Exception as exc:
-                await args[-1].abort(*rpc_status(exc, where))
-
-        return cast(F, gen_wrapper)
-
-    @functools.wraps(fn)
-    async def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return await fn(*args, **kwargs)
-        except grpc.aio.AbortError:
-            raise  # the handler aborted on its own
-        except Exception as exc:
-            await args[-1].abort(*rpc_status(exc, where))
-
-    return cast(F, wrapper)
