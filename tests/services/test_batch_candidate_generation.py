@@ -26,7 +26,8 @@ from tests.services.batch_helpers import (
     singles,
     whole_call_error,
 )
-from tests.services.test_candidate_generation import Stub, serve
+from tests.services.stage_servers import Stub
+from tests.services.stage_servers import serve_candidates as serve
 
 session_loop = pytest.mark.asyncio(loop_scope="session")  # grpc.aio objects stay on one loop
 Request = pb.RetrieveCandidatesRequest

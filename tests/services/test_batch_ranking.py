@@ -25,7 +25,8 @@ from tests.services.batch_helpers import (
     singles,
     whole_call_error,
 )
-from tests.services.test_ranking import ids_of, rank_request, serve
+from tests.services.stage_servers import ids_of, rank_request
+from tests.services.stage_servers import serve_ranking as serve
 
 session_loop = pytest.mark.asyncio(loop_scope="session")  # grpc.aio objects stay on one loop
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -15,38 +14,20 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from recmesh.pipeline import MAX_SESSION
 from recmesh.v1 import candidate_generation_service_pb2 as pb
-from recmesh.v1 import candidate_generation_service_pb2_grpc as pb_grpc
 from services.candidate_generation import core
-from services.candidate_generation.server import create_server
 from services.candidate_generation.servicer import SERVICE_NAME
-from services.candidate_generation.settings import Settings
 from serving import limits
 from serving.errors import InvalidArgument
 from serving.vectors import pack, unpack_scores
 from tests.helpers import sample_sessions, two_version_models_dir
+from tests.services.stage_servers import Stub, serve_candidates
 
 session_loop = pytest.mark.asyncio(loop_scope="session")  # grpc.aio objects stay on one loop
-Stub = pb_grpc.CandidateGenerationServiceStub
-
-
-def settings_for(models_dir: Path) -> Settings:
-    return Settings(RECMESH_MODELS_DIR=str(models_dir), RECMESH_MODEL_VERSION="", METRICS_PORT=0)
-
-
-@contextlib.asynccontextmanager
-async def serve(models_dir: Path) -> AsyncIterator[tuple[Stub, grpc.aio.Channel]]:
-    server, port, _health, _generator = await create_server(settings_for(models_dir), "127.0.0.1:0")
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-    try:
-        yield Stub(channel), channel
-    finally:
-        await channel.close()
-        await server.stop(None)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def served(models_dir: Path) -> AsyncIterator[tuple[Stub, grpc.aio.Channel]]:
-    async with serve(models_dir) as pair:
+    async with serve_candidates(models_dir) as pair:
         yield pair
 
 
@@ -216,7 +197,7 @@ async def test_each_request_is_served_by_the_version_it_pins(bundle_path, model,
     models_dir, old, new = two_version_models_dir(bundle_path, tmp_path)
     session = sample_sessions(1)[0]
     want = expected(model, model.query(model.lookup(session)[0]), 10, None)[0]
-    async with serve(models_dir) as (stub, _channel):
+    async with serve_candidates(models_dir) as (stub, _channel):
         current = await stub.RetrieveCandidates(pb.RetrieveCandidatesRequest(item_ids=session, k=10), timeout=5)
         assert current.model_version == new  # the newest bundle is served by default
         for version in (old, new, old):

@@ -3,9 +3,7 @@ candidate service + ranking service together equal `Model.recommend`."""
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -23,38 +21,18 @@ from recmesh.v1 import ranking_service_pb2_grpc as pb_grpc
 from services.candidate_generation import server as cg_server
 from services.candidate_generation.settings import Settings as CgSettings
 from services.ranking import core
-from services.ranking.server import create_server
 from services.ranking.servicer import SERVICE_NAME
-from services.ranking.settings import Settings
 from serving import limits
 from serving.errors import InvalidArgument
-from serving.vectors import pack
 from tests.helpers import sample_sessions, two_version_models_dir
+from tests.services.stage_servers import Served, ids_of, rank_request, serve_ranking
 
 session_loop = pytest.mark.asyncio(loop_scope="session")  # grpc.aio objects stay on one loop
 
 
-@dataclass
-class Served:
-    rank: pb_grpc.RankingServiceStub
-    channel: grpc.aio.Channel
-
-
-@contextlib.asynccontextmanager
-async def serve(models_dir: Path) -> AsyncIterator[Served]:
-    settings = Settings(RECMESH_MODELS_DIR=str(models_dir), RECMESH_MODEL_VERSION="", METRICS_PORT=0)
-    server, port, _health, _ranker = await create_server(settings, "127.0.0.1:0")
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-    try:
-        yield Served(pb_grpc.RankingServiceStub(channel), channel)
-    finally:
-        await channel.close()
-        await server.stop(None)
-
-
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def served(models_dir: Path) -> AsyncIterator[Served]:
-    async with serve(models_dir) as s:
+    async with serve_ranking(models_dir) as s:
         yield s
 
 
@@ -70,15 +48,6 @@ async def candidates_stub(models_dir: Path) -> AsyncIterator[cg_grpc.CandidateGe
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         yield cg_grpc.CandidateGenerationServiceStub(channel)
     await server.stop(None)
-
-
-def rank_request(session: list[str], ids: list[str], scores, **fields) -> pb.RankRequest:  # type: ignore[no-untyped-def]
-    """A RankRequest in the one wire form: candidate ids + their scores packed as float32."""
-    return pb.RankRequest(session_item_ids=session, candidate_ids=ids, candidate_scores=pack(scores), **fields)
-
-
-def ids_of(model, rows: np.ndarray) -> list[str]:  # type: ignore[no-untyped-def]
-    return [model.item_ids[r] for r in rows]
 
 
 def ids_scores(reply: pb.RankResponse) -> tuple[list[str], np.ndarray]:
@@ -235,7 +204,7 @@ async def test_each_request_is_served_by_the_version_it_pins(bundle_path, model,
     candidates, scores = model.retrieve(model.query(history), 20, np.unique(history))
     want = [model.item_ids[r] for r in model.rank(history, candidates, scores)[0]]
     request = rank_request(session, ids_of(model, candidates), scores)
-    async with serve(models_dir) as s:
+    async with serve_ranking(models_dir) as s:
         assert (await s.rank.Rank(request, timeout=5)).model_version == new  # newest bundle by default
         for version in (old, new, old):
             request.model_version = version
