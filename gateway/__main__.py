@@ -21,6 +21,7 @@ from gateway.app import create_app
 from gateway.clients import Clients
 from gateway.grpc_api import create_grpc_server
 from gateway.settings import Settings
+from serving.gc_tuning import tune_for_serving
 from serving.logs import configure_logging
 
 log = logging.getLogger("gateway")
@@ -56,6 +57,9 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     http_task = asyncio.create_task(http.serve())
+    while not http.started and not http_task.done():  # the lifespan has loaded the catalogue once started
+        await asyncio.sleep(0.05)
+    tune_for_serving()
     log.info("gateway serving", extra={"http_port": settings.http_port, "grpc_port": grpc_port})
     stopped = asyncio.create_task(stop.wait())
     await asyncio.wait({stopped, http_task}, return_when=asyncio.FIRST_COMPLETED)

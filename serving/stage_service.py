@@ -22,6 +22,7 @@ import uvloop
 from grpc_health.v1.health import HealthServicer
 
 from recmesh.registry import ModelRegistry
+from serving.gc_tuning import tune_for_serving
 from serving.logs import configure_logging
 from serving.metrics import Metrics, start_metrics_server
 from serving.server import create_server, run_while_serving, serve_until_signal
@@ -103,4 +104,5 @@ def run_service(name: str, settings: S, create: Callable[[S], Awaitable[Started[
 
 async def _serve(settings: S, create: Callable[[S], Awaitable[Started[Any]]]) -> None:
     server, _port, health, _core = await create(settings)
+    tune_for_serving()  # the model is loaded: leave it out of every collection
     await serve_until_signal(server, health)
