@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import uvicorn
 import uvloop
@@ -35,7 +35,11 @@ class _HttpServer(uvicorn.Server):
         yield
 
 
-async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
+async def serve(
+    settings: Settings, stop: asyncio.Event | None = None, when_serving: Callable[[], None] | None = None
+) -> None:
+    """Both servers until `stop` (or SIGTERM/SIGINT); `when_serving()` runs once they are up (the process sets its
+    garbage collector there; tests that run this in their own process pass nothing)."""
     stop = stop or asyncio.Event()
     clients = Clients.open(settings)
     app = create_app(settings, clients=clients)
@@ -57,9 +61,10 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     http_task = asyncio.create_task(http.serve())
-    while not http.started and not http_task.done():  # the lifespan has loaded the catalogue once started
-        await asyncio.sleep(0.05)
-    tune_for_serving()
+    if when_serving is not None:
+        while not http.started and not http_task.done():  # the lifespan has loaded the catalogue once started
+            await asyncio.sleep(0.05)
+        when_serving()
     log.info("gateway serving", extra={"http_port": settings.http_port, "grpc_port": grpc_port})
     stopped = asyncio.create_task(stop.wait())
     await asyncio.wait({stopped, http_task}, return_when=asyncio.FIRST_COMPLETED)
@@ -79,7 +84,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
 def main() -> None:
     settings = Settings()
     configure_logging("gateway", settings.log_level)
-    uvloop.run(serve(settings))
+    uvloop.run(serve(settings, when_serving=tune_for_serving))
 
 
 if __name__ == "__main__":
