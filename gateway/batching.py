@@ -132,8 +132,3 @@ class Batcher(Generic[Req, Res]):
                 following = self._start()
                 if following:
                     self._spawn(following, asyncio.get_running_loop())
-
-    async def aclose(self) -> None:
-        """Wait for the batches in flight (their members are answered or fail on their own deadlines)."""
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -65,16 +65,6 @@ def request_id_from_metadata(invocation_metadata: Iterable[Any] | None) -> str:
     return new_request_id()
 
 
-def bind_request_id(context: Any) -> str:
-    """The request id of this call: the one the server's interceptor bound, else read from the servicer context's
-    metadata (or made) and bound now. Handlers of a ``serving.server`` server can use :func:`get_request_id`."""
-    rid = get_request_id()
-    if rid is None:  # each call starts from an empty context, so a bound id is this call's
-        rid = request_id_from_metadata(context.invocation_metadata())
-        set_request_id(rid)
-    return rid
-
-
 def outgoing_metadata(request_id: str | None = None) -> tuple[tuple[str, str], ...]:
     """Metadata carrying the (given or current) request id to the next hop; empty if there is none."""
     rid = request_id or get_request_id()

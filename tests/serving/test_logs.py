@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-from types import SimpleNamespace
 
 from serving import logs
 
@@ -42,14 +41,3 @@ def test_request_id_from_metadata():
     assert logs.request_id_from_metadata(None) != generated
     assert logs.request_id_from_metadata((("x-request-id", "x" * 500),)) != "x" * 500  # unusable: a fresh one
     assert logs.outgoing_metadata("abc") == (("x-request-id", "abc"),)
-
-
-def test_bind_request_id_keeps_the_id_already_bound_for_the_call():
-    context = SimpleNamespace(invocation_metadata=lambda: (("x-request-id", "from-metadata"),))
-    token = logs.set_request_id(None)
-    try:
-        assert logs.bind_request_id(context) == "from-metadata" == logs.get_request_id()
-        logs.set_request_id("bound-by-the-interceptor")
-        assert logs.bind_request_id(context) == "bound-by-the-interceptor"
-    finally:
-        logs.request_id_var.reset(token)
