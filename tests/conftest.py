@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 from grpc.experimental.aio import init_grpc_aio
 
+from devtools.stack import free_port
+
 # grpc.aio starts its poller thread with the first aio object and shuts it down (joining the thread) when the
 # last one is freed. The tests create and drop servers and channels all session long, and that shutdown can
 # deadlock (grpc/grpc#22365, #40989): seen here as a rare hang inside a test or after the last one. One reference
@@ -19,12 +21,6 @@ from grpc.experimental.aio import init_grpc_aio
 init_grpc_aio()
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="session")

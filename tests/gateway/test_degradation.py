@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from prometheus_client import REGISTRY
 
+from devtools.stack import free_port
 from gateway.hops import CANDIDATES_HOP, RANKING_HOP, Hop
 from recmesh.v1 import candidate_generation_service_pb2, ranking_service_pb2, recommendation_service_pb2
 from services.candidate_generation.servicer import CandidateGenerationServicer
 from services.ranking.servicer import RankingServicer
-from tests.conftest import free_port
 from tests.gateway.harness import assert_error, ids, reference, running_gateway, start_model_stage, start_stage
 from tests.helpers import two_version_models_dir
 

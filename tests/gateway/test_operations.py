@@ -13,10 +13,10 @@ import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from devtools.stack import free_port
 from gateway.__main__ import _HttpServer, serve
 from gateway.budget import Budget, server_timing
 from recmesh.v1 import recommendation_service_pb2, recommendation_service_pb2_grpc
-from tests.conftest import free_port
 from tests.gateway.harness import Gateway, assert_error, gateway_settings, ids, reference
 
 session_loop = pytest.mark.asyncio(loop_scope="session")

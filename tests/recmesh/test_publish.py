@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import redis
 
+from devtools.stack import free_port
 from recmesh import publish as pub
 from recmesh import redis_layout as layout
 from recmesh.bundle import BundleError
-from tests.conftest import free_port
 from tests.helpers import copy_bundle, redis_url
 
 DB = 4

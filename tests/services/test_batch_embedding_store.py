@@ -8,9 +8,9 @@ import asyncio
 import grpc
 import pytest
 
+from devtools.stack import free_port
 from recmesh.v1 import embedding_store_service_pb2 as pb
 from serving.batch import MAX_BATCH_MEMBERS
-from tests.conftest import free_port
 from tests.services.batch_helpers import (
     DEADLINE_EXCEEDED,
     INVALID_ARGUMENT,

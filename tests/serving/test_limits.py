@@ -15,13 +15,13 @@ import httpx
 import pytest
 import pytest_asyncio
 
+from devtools.stack import free_port
 from gateway.app import create_app
 from gateway.clients import Clients
 from gateway.grpc_api import create_grpc_server
 from gateway.settings import Settings
 from recmesh.v1 import recommendation_service_pb2, recommendation_service_pb2_grpc
 from serving import limits
-from tests.conftest import free_port
 
 PROTOS = Path(__file__).resolve().parents[2] / "protos" / "recmesh" / "v1"
 pb = recommendation_service_pb2
