@@ -9,7 +9,7 @@ left is recorded (`intended` vs `start`). `python -m bench.serve` runs this head
     RECMESH_BENCH_SESSIONS=sessions.txt RECMESH_BENCH_RATE=800 \
         locust -f bench/locustfile.py --headless -u 80 -r 80 -t 30s --host http://127.0.0.1:8080 RestUser
 
-Environment: RECMESH_BENCH_SESSIONS (default ../shared/data/beauty.txt), RECMESH_BENCH_RATE (requests/s for the
+Environment: RECMESH_BENCH_SESSIONS (default: beauty.txt, docs/data.md), RECMESH_BENCH_RATE (requests/s for the
 whole process; 0 = closed loop, no wait), RECMESH_BENCH_RECORD (write every request's timings there, .npz, for
 bench.report), RECMESH_BENCH_SEED.
 """

@@ -1,6 +1,6 @@
 """Replay held-out sessions event by event through the served stack; the hits must equal the offline evaluation.
 
-    python -m bench.replay --bundle models/<version> --data ../shared/data/beauty.txt --users 2000
+    python -m bench.replay --bundle models/<version> --data data/beauty.txt --users 2000
 
 Starts the stack (devtools.stack.LocalStack: Redis, the three services, the gateway) on the bundle alone. For each of
 the first ``--users`` test users of the leave-one-out split (recmesh.evaluate.protocol), posts the user's history

@@ -5,7 +5,7 @@
 
 1. Builds (or reuses, cached under --cache) a bundle trained on synthetic sessions with a catalogue of at least
    --items items, or takes --models-dir; samples sessions whose items the bundle knows (--sessions, default the
-   synthetic sessions the bench bundle was trained on, or ../shared/data/beauty.txt with --models-dir).
+   synthetic sessions the bench bundle was trained on, or beauty.txt with --models-dir: docs/data.md).
 2. Measures the floor in this process: `Model.recommend` called as a function (no network, no serialization).
 3. Starts the stack as `recmesh up` does (LocalStack: Redis, the three services, the gateway), warms it up, then
    runs locust headless (bench/locustfile.py, one subprocess per step) at each offered rate for --duration s.
@@ -188,7 +188,7 @@ def hardware() -> dict[str, Any]:
 
 
 def degraded_counts(http_url: str) -> dict[str, float]:
-    """The gateway's `recmesh_degraded_total` counters by reason (answers served degraded: a hop skipped)."""
+    """The gateway's `recmesh_degradations_total` counters by reason (answers served degraded: a hop skipped)."""
     import urllib.request
 
     try:
@@ -198,7 +198,7 @@ def degraded_counts(http_url: str) -> dict[str, float]:
         return {}
     counts: dict[str, float] = {}
     for line in text.splitlines():
-        if line.startswith("recmesh_degraded_total{") and 'service="gateway"' in line:
+        if line.startswith("recmesh_degradations_total{") and 'component="gateway"' in line:
             labels, _, value = line.rpartition(" ")
             reason = labels.split('reason="', 1)[1].split('"', 1)[0]
             counts[reason] = counts.get(reason, 0.0) + float(value)

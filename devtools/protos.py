@@ -1,11 +1,12 @@
 """Regenerate (or check) the Python stubs of the recmesh protos.
 
-    python -m devtools.protos           # protos/recmesh/v1/*.proto -> recmesh/v1/*_pb2*.py(i)
+    python -m devtools.protos           # protos/recmesh/v1/*.proto -> clients/python/src/recmesh/v1/*_pb2*.py(i)
     python -m devtools.protos --check   # exit 1 if the committed stubs differ from fresh ones
 
-The stubs are generated into the repository root with ``-Iprotos --python_out=. --pyi_out=.
---grpc_python_out=.``, so the import path matches the proto path (``from recmesh.v1 import common_pb2``)
-and no import rewriting is needed.
+The stubs have one home, the recmesh-client distribution (``clients/python``, src layout), which the main
+distribution depends on; ``recmesh`` is a namespace package in both. They are generated into
+``clients/python/src`` with ``-Iprotos --python_out=... --pyi_out=... --grpc_python_out=...``, so the import path
+matches the proto path (``from recmesh.v1 import common_pb2``) and no import rewriting is needed.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PROTO_ROOT = REPO_ROOT / "protos"
+STUB_ROOT = Path("clients") / "python" / "src"  # the client distribution's source root, relative to the repo
 PACKAGE_DIR = Path("recmesh") / "v1"
 STUB_SUFFIXES = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py")
 INIT_TEXT = '"""Generated gRPC / protobuf stubs for recmesh.v1 (run `python -m devtools.protos`)."""\n'
@@ -30,7 +32,7 @@ def proto_files(proto_root: Path = PROTO_ROOT) -> list[Path]:
 
 
 def generate(out_dir: Path, proto_root: Path = PROTO_ROOT) -> list[Path]:
-    """Run protoc on every proto into ``out_dir`` (a repository root); return the stub paths written."""
+    """Run protoc on every proto into ``out_dir`` (a source root); return the stub paths written."""
     from grpc_tools import protoc  # imported lazily: heavy, and only needed here
 
     protos = proto_files(proto_root)
@@ -69,18 +71,18 @@ def check(repo_root: Path = REPO_ROOT) -> list[str]:
         generate(fresh_root, proto_root=repo_root / "protos")
         fresh = {p.name: p for p in stub_files(fresh_root)}
         fresh["__init__.py"] = fresh_root / PACKAGE_DIR / "__init__.py"
-        committed_dir = repo_root / PACKAGE_DIR
-        committed = {p.name: p for p in stub_files(repo_root)} if committed_dir.is_dir() else {}
+        committed_dir = repo_root / STUB_ROOT / PACKAGE_DIR
+        committed = {p.name: p for p in stub_files(repo_root / STUB_ROOT)} if committed_dir.is_dir() else {}
         init = committed_dir / "__init__.py"
         if init.is_file():
             committed["__init__.py"] = init
         for name in sorted(fresh.keys() - committed.keys()):
-            problems.append(f"missing: {PACKAGE_DIR / name}")
+            problems.append(f"missing: {STUB_ROOT / PACKAGE_DIR / name}")
         for name in sorted(committed.keys() - fresh.keys()):
-            problems.append(f"stale (no proto generates it): {PACKAGE_DIR / name}")
+            problems.append(f"stale (no proto generates it): {STUB_ROOT / PACKAGE_DIR / name}")
         for name in sorted(fresh.keys() & committed.keys()):
             if not filecmp.cmp(fresh[name], committed[name], shallow=False):
-                problems.append(f"differs: {PACKAGE_DIR / name}")
+                problems.append(f"differs: {STUB_ROOT / PACKAGE_DIR / name}")
     return problems
 
 
@@ -97,8 +99,8 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print("stubs are up to date")
         return 0
-    written = generate(REPO_ROOT)
-    print(f"wrote {len(written)} files to {REPO_ROOT / PACKAGE_DIR}")
+    written = generate(REPO_ROOT / STUB_ROOT)
+    print(f"wrote {len(written)} files to {STUB_ROOT / PACKAGE_DIR}")
     return 0
 
 

@@ -1,12 +1,22 @@
-"""The whole stack as local processes: Redis, the three services (with replicas), the gateway.
+"""The whole stack as local processes: two Redis servers, the three services (with replicas), the gateway.
 
 `LocalStack` is what `recmesh up`, the integration tests and the benchmarks start, so they run exactly what a user
 runs. It starts the services by module name (`python -m services.ranking`): the runner sits above everything it
 runs and imports none of it.
+
+Redis plays two roles, each its own redis-server because eviction and persistence are per instance
+(docs/reliability.md): the *store* (visitors' events, the version pointer: AOF with ``appendfsync always``,
+``noeviction``) and the *cache* (item vectors: ``allkeys-lru``, no persistence). `supervise()` restarts a process
+that died (Redis on the same port and data directory, so the AOF reloads), with exponential backoff.
+
+    stack = LocalStack(models_dir).start()
+    while running: stack.supervise(); time.sleep(0.5)   # what `recmesh up` does
+    stack.kill(stack.by_name("ranking")[0])             # a crash; the next supervise() restarts it
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import shutil
@@ -17,6 +27,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -78,6 +89,95 @@ def http_ok(url: str, timeout: float = 0.5) -> bool:
         return False
 
 
+# The two roles' settings (docs/reliability.md says why). maxmemory bounds each; the store refuses writes when
+# full (the gateway answers 503) rather than evict an acknowledged event, the cache evicts what was used least.
+STORE_MAXMEMORY = "256mb"
+CACHE_MAXMEMORY = "256mb"
+STORE_ARGS = (
+    "--appendonly", "yes", "--appendfsync", "always", "--save", "",
+    "--maxmemory", STORE_MAXMEMORY, "--maxmemory-policy", "noeviction",
+)  # fmt: skip
+CACHE_ARGS = ("--appendonly", "no", "--save", "", "--maxmemory", CACHE_MAXMEMORY, "--maxmemory-policy", "allkeys-lru")
+
+RESTART_BACKOFF_S = 0.5  # first restart delay of a crashed process; doubles per crash in a row
+RESTART_BACKOFF_CAP_S = 30.0
+STABLE_AFTER_S = 30.0  # a process up this long has recovered: its next crash starts the backoff again
+
+
+@dataclass
+class Restarts:
+    """When a crashed process may be started again: exponential backoff, reset once it stays up."""
+
+    count: int = 0
+    due: float = 0.0  # monotonic time of the next start; 0 = not waiting
+    started: float = field(default_factory=time.monotonic)
+
+    def delay(self) -> float:
+        return min(RESTART_BACKOFF_S * 2**self.count, RESTART_BACKOFF_CAP_S)
+
+    def crashed(self, now: float) -> float:
+        """Schedule the next start; returns the delay."""
+        if now - self.started > STABLE_AFTER_S:
+            self.count = 0
+        delay = self.delay()
+        self.count += 1
+        self.due = now + delay
+        return delay
+
+
+@dataclass
+class RedisServer:
+    """One private redis-server: a role ("store" or "cache"), a fixed port and a data directory, so a restart
+    after a crash reloads the store's AOF."""
+
+    role: str
+    port: int
+    data_dir: Path
+    args: tuple[str, ...]
+    popen: subprocess.Popen[bytes] | None = None
+    restarts: Restarts = field(default_factory=Restarts)
+
+    @property
+    def name(self) -> str:
+        return f"redis-{self.role}"
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 10.0) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError(REDIS_HINT)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        with (self.data_dir / "redis.log").open("ab") as log:
+            self.popen = subprocess.Popen(
+                [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.data_dir), *self.args],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.data_dir,
+            )
+        self.restarts.started = time.monotonic()
+        _wait(lambda: _redis_answers(self.port) or self._died(), timeout, self.name)
+
+    def _died(self) -> bool:
+        if self.popen is not None and self.popen.poll() is not None:
+            raise RuntimeError(f"{self.name} exited with {self.popen.returncode}; see {self.data_dir / 'redis.log'}")
+        return False
+
+    def running(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def stop(self) -> None:
+        if self.popen is not None and self.popen.poll() is None:
+            self.popen.terminate()
+            try:
+                self.popen.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+
+
 @dataclass
 class Process:
     name: str
@@ -86,6 +186,7 @@ class Process:
     module: str = ""
     env: dict[str, str] = field(default_factory=dict)
     cpu_limit: CpuLimit | None = None  # its own cgroup, as a pod's container would have
+    restarts: Restarts = field(default_factory=Restarts)
 
     def stop(self, timeout: float = 10.0) -> None:
         if self.popen.poll() is None:
@@ -103,12 +204,14 @@ class LocalStack:
     replicas: dict[str, int] = field(default_factory=dict)
     http_port: int = 0
     grpc_port: int = 0
-    redis_url: str | None = None
+    redis_url: str | None = None  # the durable store (events, version pointer); None = start a private one
     log_dir: Path | None = None
     cpu_limits: dict[str, float] = field(default_factory=dict)  # service -> cores per replica (cgroup quota)
     cpu_period_us: int = KUBERNETES_PERIOD_US  # the quota's accounting period
     processes: list[Process] = field(default_factory=list)
-    redis: subprocess.Popen[bytes] | None = None
+    redis_cache_url: str | None = None  # the vector cache; None = a private one (or redis_url when that is given)
+    redis_servers: list[RedisServer] = field(default_factory=list)
+    log: Callable[[str], None] = field(default=lambda line: None)  # supervise() reports restarts here
 
     def __post_init__(self) -> None:
         self.http_port = self.http_port or free_port()
@@ -124,20 +227,27 @@ class LocalStack:
         return f"127.0.0.1:{self.grpc_port}"
 
     def start_redis(self) -> None:
+        """The store and the cache as private redis-servers, unless URLs were given (a given store URL alone
+        serves both roles, as before)."""
+        assert self.log_dir is not None
         if self.redis_url:
+            self.redis_cache_url = self.redis_cache_url or self.redis_url
             return
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise RuntimeError(REDIS_HINT)
-        port = free_port()
-        self.redis = subprocess.Popen(
-            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            cwd=self.log_dir,
-        )
-        self.redis_url = f"redis://127.0.0.1:{port}/0"
-        _wait(lambda: _tcp_open(port), 10, "redis-server")
+        for role, args in (("store", STORE_ARGS), ("cache", CACHE_ARGS)):
+            server = RedisServer(role, free_port(), self.log_dir / f"redis-{role}", args)
+            server.start()
+            self.redis_servers.append(server)
+        self.redis_url = self.redis_servers[0].url
+        self.redis_cache_url = self.redis_cache_url or self.redis_servers[1].url
+
+    def redis_server(self, role: str) -> RedisServer:
+        """The private redis-server of ``role`` ("store" or "cache")."""
+        return next(s for s in self.redis_servers if s.role == role)
+
+    @property
+    def redis(self) -> subprocess.Popen[bytes] | None:
+        """The private store's process (None when Redis was given by URL)."""
+        return self.redis_servers[0].popen if self.redis_servers else None
 
     def spawn(self, name: str, module: str, env: dict[str, str], address: str, cpu_limit: float = 0) -> Process:
         limit = None
@@ -157,10 +267,53 @@ class LocalStack:
             limit.add(popen.pid)  # before the interpreter has started its threads: they inherit the cgroup
         return popen
 
-    def kill(self, process: Process) -> None:
+    def kill(self, process: Process | RedisServer) -> None:
         """SIGKILL one process, as a crashed or OOM-killed pod: no drain, connections reset."""
+        assert process.popen is not None
         process.popen.kill()
         process.popen.wait()
+
+    def supervise(self) -> list[str]:
+        """Restart every process (Redis included) that has exited, each with exponential backoff
+        (RESTART_BACKOFF_S doubling up to RESTART_BACKOFF_CAP_S, reset after STABLE_AFTER_S up); call it
+        periodically. Never waits for a backoff: a process whose delay has not passed is left for a later
+        call. Returns (and logs) one line per crash noticed or restart made."""
+        lines: list[str] = []
+        now = time.monotonic()
+        for server in self.redis_servers:
+            if server.popen is None or server.popen.poll() is None:
+                continue
+            lines += self._restart_when_due(server, server.popen.returncode, now, server.start)
+        for process in self.processes:
+            if process.popen.poll() is None:
+                continue
+            lines += self._restart_when_due(
+                process, process.popen.returncode, now, functools.partial(self._respawn, process)
+            )
+        for line in lines:
+            self.log(line)
+        return lines
+
+    def _restart_when_due(
+        self, what: Process | RedisServer, code: int, now: float, start: Callable[[], object]
+    ) -> list[str]:
+        lines = []
+        if not what.restarts.due:
+            delay = what.restarts.crashed(now)
+            lines.append(f"{what.name} exited ({code}); restarting in {delay:.1f}s (restart {what.restarts.count})")
+        if now >= what.restarts.due:
+            what.restarts.due = 0.0
+            try:
+                start()
+            except (OSError, RuntimeError, TimeoutError) as e:  # it died again at once: the next call backs off
+                lines.append(f"{what.name} failed to start: {e}")
+                return lines
+            lines.append(f"{what.name} restarted")
+        return lines
+
+    def _respawn(self, process: Process) -> None:
+        process.popen = self._popen(process.name, process.module, process.env, process.cpu_limit)
+        process.restarts.started = time.monotonic()
 
     def restart(self, *processes: Process, timeout: float = 60.0) -> None:
         """Start stopped service processes again with the same command, address and limit (what the kubelet does
@@ -185,11 +338,12 @@ class LocalStack:
         from recmesh.publish import publish
 
         self.start_redis()
-        assert self.redis_url is not None
-        publish(bundle.resolve(self.models_dir), self.redis_url, progress=False)
+        assert self.redis_url is not None and self.redis_cache_url is not None
+        publish(bundle.resolve(self.models_dir), self.redis_url, progress=False, cache_url=self.redis_cache_url)
         common = {
             "RECMESH_MODELS_DIR": str(self.models_dir),
             "REDIS_URL": self.redis_url,
+            "REDIS_CACHE_URL": self.redis_cache_url,
             "METRICS_PORT": "0",
             "PYTHONUNBUFFERED": "1",
         }
@@ -232,10 +386,9 @@ class LocalStack:
             if process.cpu_limit is not None:
                 process.cpu_limit.remove()
         self.processes.clear()
-        if self.redis is not None:
-            self.redis.terminate()
-            self.redis.wait(timeout=10)
-            self.redis = None
+        for server in self.redis_servers:
+            server.stop()
+        self.redis_servers.clear()
 
     def __enter__(self) -> LocalStack:
         return self.start()
@@ -244,10 +397,12 @@ class LocalStack:
         self.stop()
 
 
-def _tcp_open(port: int) -> bool:
+def _redis_answers(port: int) -> bool:
+    """PING answered PONG: up, and done loading its AOF (while loading it answers -LOADING)."""
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return True
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(64).startswith(b"+PONG")
     except OSError:
         return False
 

@@ -1,8 +1,13 @@
-"""`recmesh up`: the whole stack on this machine (devtools/stack.py), training a demo bundle first if there is none."""
+"""`recmesh up`: the whole stack on this machine (devtools/stack.py), training a demo bundle first if there is none.
+
+A process that dies (a crash, an OOM kill, `kill -9`) is restarted with exponential backoff, as a kubelet would
+(:meth:`devtools.stack.LocalStack.supervise`), each restart logged on stderr; Ctrl-C stops everything.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import time
@@ -52,7 +57,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"no bundle in {models_dir}: training a demo bundle on {args.data}", file=sys.stderr)
         train_bundle(load_dataset(args.data), models_dir)
     stack = LocalStack(
-        models_dir.resolve(), replicas, args.http_port, args.grpc_port, args.redis_url, cpu_limits=cpu_limits
+        models_dir.resolve(),
+        replicas,
+        args.http_port,
+        args.grpc_port,
+        args.redis_url,
+        cpu_limits=cpu_limits,
+        redis_cache_url=args.redis_cache_url,
+        log=lambda line: print(f"recmesh up: {line}", file=sys.stderr, flush=True),
     )
     print("starting redis, embedding-store, candidate-generation, ranking, gateway ...", file=sys.stderr)
     stack.start()
@@ -63,13 +75,13 @@ def run(args: argparse.Namespace) -> int:
 recmesh is up (model {model.name}); logs in {stack.log_dir}
   REST  {stack.http_url}   (OpenAPI: {stack.http_url}/docs, metrics: {stack.http_url}/metrics)
   gRPC  {stack.grpc_address}   (reflection on: grpcurl -plaintext {stack.grpc_address} list)
-  redis {stack.redis_url}
+  redis {stack.redis_url} (events, version pointer; AOF)   cache {stack.redis_cache_url} (vectors)
 Try:
   curl -s {stack.http_url}/v1/recommend -d '{{"session": ["{items[0]}", "{items[1]}"], "k": 10}}'
   curl -s {stack.http_url}/v1/items/{items[0]}/similar?k=5
   curl -s {stack.http_url}/v1/events -d '{{"user_id": "u1", "item_id": "{items[0]}", "type": "view"}}'
   curl -s {stack.http_url}/v1/recommend -d '{{"user_id": "u1", "k": 5}}'
-Ctrl-C stops everything.""",
+A crashed process is restarted (with backoff). Ctrl-C stops everything.""",
         flush=True,
     )
     stopping = False
@@ -82,10 +94,7 @@ Ctrl-C stops everything.""",
     signal.signal(signal.SIGTERM, on_signal)
     try:
         while not stopping:
-            for process in stack.processes:
-                if process.popen.poll() is not None:
-                    print(f"{process.name} exited ({process.popen.returncode}); stopping", file=sys.stderr)
-                    stopping = True
+            stack.supervise()
             time.sleep(0.5)
     finally:
         print("stopping ...", file=sys.stderr)
@@ -96,7 +105,12 @@ Ctrl-C stops everything.""",
 def add_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `up` to the `recmesh` command."""
     up = sub.add_parser("up", help="run Redis + the three services + the gateway locally")
-    up.add_argument("--models-dir", default="models")
+    up.add_argument(
+        "--models-dir",
+        default=os.environ.get("RECMESH_MODELS_DIR") or "models",
+        help="bundles directory; a demo bundle is trained there if it has none (default: $RECMESH_MODELS_DIR if set, "
+        "else models)",
+    )
     up.add_argument("--data", default=SYNTH, help="data to train the demo bundle on when none exists")
     up.add_argument("--replicas", action="append", default=[], help="e.g. ranking=3 (repeatable)")
     up.add_argument(
@@ -106,7 +120,10 @@ def add_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         help="cores per replica, enforced with a cgroup quota like a pod's CPU limit, e.g. ranking=0.5 "
         "(repeatable; needs a writable cgroup, e.g. root)",
     )
-    up.add_argument("--http-port", type=int, default=8080)
-    up.add_argument("--grpc-port", type=int, default=50050)
-    up.add_argument("--redis-url", default=None, help="use this Redis instead of starting a private one")
+    up.add_argument("--http-port", type=int, default=8080, help="gateway REST port (default: 8080)")
+    up.add_argument("--grpc-port", type=int, default=50050, help="gateway gRPC port (default: 50050)")
+    up.add_argument(
+        "--redis-url", default=None, help="use this Redis (events, version pointer) instead of starting private ones"
+    )
+    up.add_argument("--redis-cache-url", default=None, help="the vector cache Redis (default: --redis-url)")
     up.set_defaults(func=run)

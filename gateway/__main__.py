@@ -3,7 +3,8 @@
     python -m gateway            # HTTP_PORT (8080) and GRPC_PORT (50050); see gateway/settings.py
 
 SIGTERM/SIGINT: gRPC health NOT_SERVING and /readyz 503, keep serving DRAIN_S, then stop both servers with
-SHUTDOWN_GRACE_S for in-flight requests, then close the channels and Redis.
+SHUTDOWN_GRACE_S for in-flight requests, then close the channels and Redis, then export the spans still queued
+(tracing, off unless the OTEL_* variables ask for it: serving/tracing.py, docs/tracing.md).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from gateway.grpc_api import create_grpc_server
 from gateway.settings import Settings
 from serving.gc_tuning import tune_for_serving
 from serving.logs import configure_logging
+from serving.tracing import asgi_middleware, configure_tracing, shutdown_tracing
 
 log = logging.getLogger("gateway")
 
@@ -47,7 +49,7 @@ async def serve(
         app.state.core, f"[::]:{settings.grpc_port}", settings.max_message_mb, settings.max_connection_age_s
     )
     config = uvicorn.Config(
-        app,
+        asgi_middleware(app, app.routes),  # tracing on: a span per HTTP request around everything; off: the app
         host="0.0.0.0",
         port=settings.http_port,
         http="httptools",
@@ -84,7 +86,11 @@ async def serve(
 def main() -> None:
     settings = Settings()
     configure_logging("gateway", settings.log_level)
-    uvloop.run(serve(settings, when_serving=tune_for_serving))
+    configure_tracing("gateway")
+    try:
+        uvloop.run(serve(settings, when_serving=tune_for_serving))
+    finally:
+        shutdown_tracing()
 
 
 if __name__ == "__main__":

@@ -5,8 +5,9 @@
 
 Every answer carries ``x-request-id`` (the caller's, or a new one, also sent on every hop; see
 :mod:`gateway.middleware`); recommendations and stage calls carry ``Server-Timing``. Errors are
-``{"error": {"code": "INVALID_ARGUMENT", "message": ...}}`` with the status their class knows
-(:mod:`gateway.rest_errors`), malformed JSON and wrong types included (400, not 422).
+``{"error": {"code": 400, "status": "INVALID_ARGUMENT", "message", "details", "request_id"}}`` with the status
+their class knows (:mod:`gateway.rest_errors`, docs/errors.md), malformed JSON and wrong types included (400, not
+422).
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"model": schemas.ErrorOut, "description": "Bad input (malformed JSON, wrong types, out of range)."},
     404: {"model": schemas.ErrorOut, "description": "Unknown item or model version."},
     413: {"model": schemas.ErrorOut, "description": f"Body larger than {limits.MAX_BODY_BYTES} bytes."},
-    503: {"model": schemas.ErrorOut, "description": "No useful answer: a needed backend is down."},
+    500: {"model": schemas.ErrorOut, "description": "A bug of ours: the message names only the request id."},
+    503: {"model": schemas.ErrorOut, "description": "No useful answer: a needed backend is down (Retry-After)."},
 }
 
 
@@ -110,6 +112,9 @@ def create_app(settings: Settings, clients: Clients | None = None, versions: Mod
         "recmesh.v1.RecommendationService).",
         lifespan=lifespan,
         default_response_class=JsonResponse,
+        # Tracing's request span is serving.tracing's ASGI middleware, outermost (gateway/__main__.py): FastAPI's
+        # own (newer versions) would be a second server span, not parented to it. Older versions ignore this.
+        telemetry={"tracing": False},
     )
     app.state.core = GatewayCore.build(clients, versions, settings.budget_ms) if clients is not None else None
     app.state.draining = False
@@ -245,16 +250,17 @@ def _add_operations_routes(app: FastAPI) -> None:
         """The process is alive."""
         return JsonResponse({"status": "ok"})
 
-    @app.get("/readyz", tags=["health"], responses={503: {"description": "A backend is not ready, or draining."}})
+    @app.get("/readyz", tags=["health"], responses={503: {"description": "Draining, or no model loaded yet."}})
     async def readyz(request: Request) -> Response:
-        """Ready when the three services report SERVING (grpc.health.v1) and Redis answers PING."""
-        statuses = await readiness.check_backends(_core(request).clients)
-        if request.app.state.draining:
-            statuses["gateway"] = "draining"
-        ok = readiness.all_ready(statuses)
-        return JsonResponse(
-            {"ready": ok, "checks": statuses, "failed": readiness.not_ready(statuses)}, status_code=200 if ok else 503
-        )
+        """Ready (200) whenever this process can answer, degraded included: a stage or Redis that is down is
+        listed under ``degraded``, not a 503. 503 only while draining or before a model is loaded."""
+        core = _core(request)
+        statuses = await readiness.check_backends(core.clients)
+        ok, reason = readiness.can_answer(core.versions, request.app.state.draining)
+        body: dict[str, Any] = {"ready": ok, "checks": statuses, "degraded": readiness.degraded(statuses)}
+        if not ok:
+            body["reason"] = reason
+        return JsonResponse(body, status_code=200 if ok else 503)
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:

@@ -6,9 +6,9 @@ stage's single RPC); under load batches grow by themselves, and
 the per-call cost of gRPC (framing, syscalls, wake-ups, both sides) is paid once per batch instead of once per
 request. This is how Triton and TF Serving amortise per-call cost, without their batching delay.
 
-Each member keeps its own deadline, request id and outcome: a member whose deadline passes fails alone with
-UpstreamDeadline (its batch goes on without it, and it is left out of a batch that has not gone out yet); an error
-the service reports for one member fails only that member.
+Each member keeps its own deadline, request id, trace context (tracing on) and outcome: a member whose deadline
+passes fails alone with UpstreamDeadline (its batch goes on without it, and it is left out of a batch that has not
+gone out yet); an error the service reports for one member fails only that member.
 
     batcher = Batcher(send_batch, on_deadline=lambda: UpstreamDeadline("ranking"), max_in_flight=1)
     reply = await batcher.call(request, timeout_s=0.15)   # send_batch(members) resolves every member's future
@@ -20,9 +20,10 @@ import asyncio
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from serving.logs import get_request_id
+from serving.tracing import current_context
 
 Req = TypeVar("Req")
 Res = TypeVar("Res")
@@ -38,6 +39,7 @@ class Member(Generic[Req, Res]):
     deadline: float  # the event loop's clock
     future: asyncio.Future[Res]
     request_id: str = ""
+    trace: Any = None  # the caller's OpenTelemetry context (serving.tracing; None when off)
     timer: asyncio.TimerHandle | None = field(default=None, repr=False)
 
     def remaining_s(self, now: float) -> float:
@@ -79,7 +81,7 @@ class Batcher(Generic[Req, Res]):
             raise self._on_deadline()
         loop = asyncio.get_running_loop()
         member: Member[Req, Res] = Member(
-            request, loop.time() + timeout_s, loop.create_future(), get_request_id() or ""
+            request, loop.time() + timeout_s, loop.create_future(), get_request_id() or "", current_context()
         )
         member.timer = loop.call_at(member.deadline, self._expire, member)
         self._queue.append(member)

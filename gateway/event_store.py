@@ -6,7 +6,13 @@ are written by one Lua script (one round trip, atomic): it checks every visitor'
 window, ``recmesh:ratelimit:events:{user_id}:{second}``), and either stores the whole batch (LPUSH + LTRIM + EXPIRE,
 and counts it) or stores nothing and says which visitor is over the limit. The write is acknowledged before
 RecordEvent returns, so the very next recommendation sees the event (read-your-writes). Reading a visitor's history
-is one LRANGE. The store also reads the version pointer ``recmesh publish`` sets.
+is one LRANGE. The store also reads the version pointer ``recmesh publish`` sets (and re-seeds it, SET NX).
+
+Durability and retries (docs/reliability.md): Redis acknowledges the script once it is in the AOF (the store runs
+``appendfsync always``), so an acknowledged event survives a crash of Redis. A write that fails or times out is
+UNAVAILABLE with a retry delay; the caller may retry it safely: an event equal to one already in the visitor's
+list (same item, type, timestamp_ms and session_id) is not stored again. So an event sent with its own
+``timestamp_ms`` is stored at most once however often it is retried.
 
     store = EventStore.from_url("redis://localhost:6379/0")
     await store.record([Event("u1", "item42", "click", now_ms())])   # validated events (gateway.events.validate)
@@ -51,6 +57,8 @@ class EventStoreUnavailable(Unavailable):
 class RateLimited(ResourceExhausted):
     """A visitor sent more events in one second than the limit allows; nothing of the call was stored."""
 
+    retry_after_s = 1.0  # the limit's window is one wall-clock second
+
 
 @dataclass(frozen=True)
 class History:
@@ -62,7 +70,8 @@ class History:
 
 # KEYS: per visitor, its list then its rate counter. ARGV: limit (0 = none), keep, ttl, window ttl, then per
 # visitor the number of events n followed by its n encoded events (oldest first).
-# Returns {1} when stored, {0, visitor's 1-based position, events already counted this second} when refused.
+# Returns {1, events stored} when stored (a retried event already in the list is skipped: LPOS, at most `keep`
+# entries to look at), {0, visitor's 1-based position, events already counted this second} when refused.
 _RECORD = """
 local limit, keep, ttl, window = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
 local users = #KEYS / 2
@@ -75,15 +84,21 @@ if limit > 0 then
     pos = pos + 1 + n
   end
 end
-local pos = 5
+local pos, stored = 5, 0
 for u = 1, users do
   local n = tonumber(ARGV[pos])
-  local first, last = pos + 1, pos + n
-  while first <= last do
-    local upto = math.min(first + 999, last)
-    redis.call('LPUSH', KEYS[2 * u - 1], unpack(ARGV, first, upto))
+  local fresh = {}
+  for i = pos + 1, pos + n do
+    -- against the list as it was before this call: equal events within one call are all stored
+    if not redis.call('LPOS', KEYS[2 * u - 1], ARGV[i], 'MAXLEN', keep) then fresh[#fresh + 1] = ARGV[i] end
+  end
+  local first = 1
+  while first <= #fresh do
+    local upto = math.min(first + 999, #fresh)
+    redis.call('LPUSH', KEYS[2 * u - 1], unpack(fresh, first, upto))
     first = upto + 1
   end
+  stored = stored + #fresh
   redis.call('LTRIM', KEYS[2 * u - 1], 0, keep - 1)
   redis.call('EXPIRE', KEYS[2 * u - 1], ttl)
   if limit > 0 then
@@ -92,8 +107,10 @@ for u = 1, users do
   end
   pos = pos + 1 + n
 end
-return {1}
+return {1, stored}
 """
+
+RETRY_AFTER_S = 1.0  # what a caller is told to wait after a failed write (Redis restarts within seconds)
 
 
 class EventStore:
@@ -157,10 +174,14 @@ class EventStore:
             reply = await self._record(keys=keys, args=args)
         except (RedisTimeoutError, TimeoutError) as e:
             raise EventStoreUnavailable(
-                f"redis did not answer in time: the events may or may not have been stored ({e})"
+                f"redis did not answer in time: the events may or may not have been stored; retrying is safe for "
+                f"events with their own timestamp_ms ({e})",
+                retry_after_s=RETRY_AFTER_S,
             ) from e
-        except (RedisError, OSError) as e:
-            raise EventStoreUnavailable(f"redis unavailable: events not stored ({e})") from e
+        except (RedisError, OSError) as e:  # refused, reset, or a full store (noeviction: OOM): 503, never lost
+            raise EventStoreUnavailable(
+                f"redis unavailable: events not stored ({e})", retry_after_s=RETRY_AFTER_S
+            ) from e
         if int(reply[0]) != 1:
             user = list(by_user)[int(reply[1]) - 1]
             sent, used = len(by_user[user]), int(reply[2])
@@ -198,6 +219,15 @@ class EventStore:
         except (RedisError, OSError, TimeoutError) as e:
             raise EventStoreUnavailable(f"redis unavailable ({type(e).__name__})") from e
         return raw.decode() if isinstance(raw, bytes) else raw
+
+    async def seed_published_version(self, version: str, timeout_s: float = 0.5) -> bool:
+        """Set the pointer to ``version`` unless something set it meanwhile (SET NX: a concurrent publish wins);
+        True when this call set it. Raises EventStoreUnavailable."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                return bool(await self.writer.set(POINTER_KEY, version, nx=True))
+        except (RedisError, OSError, TimeoutError) as e:
+            raise EventStoreUnavailable(f"redis unavailable ({type(e).__name__})") from e
 
     async def ping(self, timeout_s: float = 0.5) -> str:
         """ "PONG", or why Redis did not answer."""

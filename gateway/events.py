@@ -67,25 +67,28 @@ def parse_weights(spec: str | Mapping[str, float]) -> dict[str, float]:
 
 
 def _check_id(name: str, value: str, required: bool) -> None:
-    checks.identifier(f"event {name}", value, required=required)
+    checks.identifier(f"event {name}", value, required=required, field=name)
     # Ids are stored and exported as sent: stray spaces or control characters would make two ids of one visitor.
     if value != value.strip():
-        raise InvalidArgument(f"event {name} {value!r} has leading or trailing whitespace")
+        raise InvalidArgument(f"event {name} {value!r} has leading or trailing whitespace", field=name)
     if any(ord(c) < 32 or ord(c) == 127 for c in value):
-        raise InvalidArgument(f"event {name} {value!r} contains control characters")
+        raise InvalidArgument(f"event {name} {value!r} contains control characters", field=name)
 
 
 def _check_timestamp(ts: int, received_ms: int) -> None:
     if ts < 0:
-        raise InvalidArgument(f"event timestamp_ms must be >= 0 (0 = now), got {ts}")
+        raise InvalidArgument(f"event timestamp_ms must be >= 0 (0 = now), got {ts}", field="timestamp_ms")
     if ts < limits.MIN_TIMESTAMP_MS:
         hint = " (seconds, not milliseconds?)" if ts >= limits.MIN_TIMESTAMP_MS // 1000 else ""
         raise InvalidArgument(
-            f"event timestamp_ms {ts} is before {EARLIEST_DATE}{hint}; send milliseconds since the epoch, or 0 for now"
+            f"event timestamp_ms {ts} is before {EARLIEST_DATE}{hint}; send milliseconds since the epoch, or 0 for now",
+            field="timestamp_ms",
         )
     if ts > received_ms + limits.MAX_FUTURE_MS:
         raise InvalidArgument(
-            f"event timestamp_ms {ts} is more than {MAX_FUTURE_HOURS:g} hours in the future (server time {received_ms})"
+            f"event timestamp_ms {ts} is more than {MAX_FUTURE_HOURS:g} hours in the future "
+            f"(server time {received_ms})",
+            field="timestamp_ms",
         )
 
 
@@ -97,7 +100,9 @@ def validate(event: Event, received_ms: int | None = None) -> Event:
     _check_id("session_id", event.session_id, required=False)
     kind = event.type or "view"
     if kind not in limits.EVENT_TYPES:
-        raise InvalidArgument(f"event type must be one of {', '.join(limits.EVENT_TYPES)}, got {event.type!r}")
+        raise InvalidArgument(
+            f"event type must be one of {', '.join(limits.EVENT_TYPES)}, got {event.type!r}", field="type"
+        )
     ts = event.timestamp_ms or received_ms
     _check_timestamp(ts, received_ms)
     return Event(event.user_id, event.item_id, kind, ts, event.session_id)

@@ -21,10 +21,9 @@ from pydantic import ValidationError
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway.json_response import error_response
-from gateway.rest_errors import recmesh_error_response, validation_message
+from gateway.rest_errors import recmesh_error_response, validation_error
 from gateway.schemas import RecommendIn
-from serving.errors import RecmeshError
+from serving.errors import InvalidArgument, RecmeshError
 
 PATH = "/v1/recommend"
 
@@ -54,13 +53,13 @@ class RecommendFastPath:
         if core is None:
             return recmesh_error_response(RecmeshError("gateway is not started"))
         if not body.strip():
-            return error_response(400, "INVALID_ARGUMENT", "the request body is empty: expected a JSON object")
+            return recmesh_error_response(InvalidArgument("the request body is empty: expected a JSON object"))
         try:
             request = RecommendIn.model_validate(orjson.loads(body))
         except orjson.JSONDecodeError as e:
-            return error_response(400, "INVALID_ARGUMENT", f"malformed JSON: {e}")
+            return recmesh_error_response(InvalidArgument(f"malformed JSON: {e}"))
         except ValidationError as e:  # the same model and mode as FastAPI's: the same messages
-            return error_response(400, "INVALID_ARGUMENT", validation_message(e.errors(), skip=0))
+            return recmesh_error_response(validation_error(e.errors(), skip=0))
         try:
             return await self.answer(core, request)
         except RecmeshError as e:

@@ -63,7 +63,10 @@ def _event(e: common_pb2.Event, where: str = "") -> Event:
     kind = EVENT_TYPE_NAMES.get(e.type)
     if kind is None:
         known = ", ".join(f"{common_pb2.EventType.Name(v)} ({v})" for v in EVENT_TYPE_NAMES)
-        raise InvalidArgument(f"{where}unknown event type {e.type}; expected one of {known}; nothing was stored")
+        raise InvalidArgument(
+            f"{where}unknown event type {e.type}; expected one of {known}; nothing was stored",
+            field=f"{where.rstrip(': ')}.type" if where else "event.type",
+        )
     return Event(e.user_id, e.item_id, kind, e.timestamp_ms, e.session_id)
 
 
@@ -228,6 +231,4 @@ async def create_grpc_server(
             RecommendationServicer(core), server
         )
 
-    return await create_server(
-        address, register, [SERVICE_NAME], max_message_mb, max_connection_age_s, service_label="gateway"
-    )
+    return await create_server(address, register, [SERVICE_NAME], max_message_mb, max_connection_age_s)

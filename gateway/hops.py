@@ -66,8 +66,8 @@ class Plan:
     def degrade(self, stage: str, kind: str, consequence: str, code: str = "") -> None:
         reason = f"{kind} ({code}): {consequence}" if code else f"{kind}: {consequence}"
         self.degradations.append(Degradation(stage, reason))
-        DEGRADED.labels("gateway", kind).inc()
-        log.debug("degraded", extra={"stage": stage, "reason": reason})  # counted in recmesh_degraded
+        DEGRADED.labels("gateway", kind).inc()  # component, reason
+        log.debug("degraded", extra={"stage": stage, "reason": reason})  # counted in recmesh_degradations_total
 
     async def run(self, hop: Hop, call: Callable[[float], Awaitable[T]]) -> T | None:
         """``call(timeout_s)`` with what is left of the budget, timed as the hop's stage. None, and the plan

@@ -3,25 +3,39 @@
     app.add_middleware(GatewayMiddleware)          # FastAPI / Starlette
 
 It sets the request id (the caller's ``x-request-id``, or a new one) for the request's task and answers with it,
-reads every body as JSON, refuses bodies over limits.MAX_BODY_BYTES (413, chunked ones counted while read), records
-latency and error metrics per route, and turns an unhandled exception into a 500 naming only the request id.
+reads every body as JSON, refuses bodies over limits.MAX_BODY_BYTES (413, chunked ones counted while read), times
+every request into ``http_server_request_duration_seconds`` (OpenTelemetry's http.server.request.duration: method,
+route template, status code; probes are not counted), and turns an unhandled exception into a 500 naming only
+the request id.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.json_response import error_response
 from serving import limits
 from serving.logs import request_id_from_metadata, request_id_var, set_request_id
-from serving.metrics import RPC_ERRORS, RPC_LATENCY
+from serving.metrics import HTTP_DURATION
 
 log = logging.getLogger(__name__)
 
-SERVICE = "gateway-rest"  # the service label of its metrics
+PROBES = frozenset({"/healthz", "/readyz", "/metrics"})  # routes left out of the metrics: they would only add noise
+# OTel's http.request.method: a known method as is, anything else "_OTHER" (a caller cannot grow the label set).
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE"})
+_durations: dict[tuple[str, str, int], Any] = {}  # (method, route, status) -> its histogram child, resolved once
+
+
+def _duration(method: str, route: str, status: int) -> Any:
+    key = (method if method in METHODS else "_OTHER", route, status)
+    child = _durations.get(key)
+    if child is None:
+        child = _durations[key] = HTTP_DURATION.labels(key[0], route, str(status))
+    return child
 
 
 def _as_json(scope: Scope) -> Scope:
@@ -81,12 +95,9 @@ class GatewayMiddleware:
                     scope, receive, send_with_id
                 )
         finally:
-            route = scope.get("route")
-            path = getattr(route, "path", "unmatched")
-            label = f"{scope['method']} {path}"
-            RPC_LATENCY.labels(SERVICE, label).observe(time.perf_counter() - start)
-            if status >= 400:
-                RPC_ERRORS.labels(SERVICE, label, str(status)).inc()
+            route = getattr(scope.get("route"), "path", "")  # the template; "" when no route matched (404)
+            if route not in PROBES:
+                _duration(scope["method"], route, status).observe(time.perf_counter() - start)
             request_id_var.reset(token)
 
     async def _buffered(self, receive: Receive) -> Receive | None:

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from recmesh import bundle
+from recmesh.publish import published_on_disk
 from serving import limits
 from serving.errors import NotFound, Unavailable
 
@@ -102,7 +103,8 @@ class ModelVersions:
 
     def current_version(self) -> str:
         """The pinned version, else the published one (Redis' pointer, as the embedding store serves), else the
-        newest complete bundle on disk (re-listed every few seconds, as the services' registries choose)."""
+        one the pointer file next to the bundles names (Redis unreachable since start-up), else the newest
+        complete bundle on disk (re-listed every few seconds, as the services' registries choose)."""
         if self.pinned:
             return self.pinned
         if self._published:
@@ -110,7 +112,8 @@ class ModelVersions:
         now = time.monotonic()
         if now - self._listed_at > LIST_EVERY_S:
             versions = bundle.list_versions(self.models_dir)
-            self._newest = versions[-1] if versions else ""
+            on_disk = published_on_disk(self.models_dir)
+            self._newest = on_disk if on_disk in versions else (versions[-1] if versions else "")
             self._listed_at = now
         if not self._newest:
             raise Unavailable(f"no model bundle in {self.models_dir}")

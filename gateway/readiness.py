@@ -1,7 +1,13 @@
-"""Readiness: whether every backend the gateway needs answers, for /readyz.
+"""Readiness: whether this gateway process can answer, for /readyz; what each backend says, for the body.
 
-statuses = await check_backends(clients)   # {"embedding-store": "SERVING", ..., "redis": "PONG"}
-all_ready(statuses)                         # True when each one said so; not_ready(statuses): the others
+Ready means "this process can answer": it is not draining and it has a model (a bundle it read the catalogue
+of). A stage or Redis that is down makes answers degraded, not impossible, so it is reported in the body and
+/readyz stays 200: otherwise one backend's outage would take every gateway pod out of its Service at once and
+turn a degradation into an outage (docs/reliability.md, liveness and readiness per process).
+
+    statuses = await check_backends(clients)   # {"embedding-store": "SERVING", ..., "redis": "PONG"}
+    degraded(statuses)                          # the backends that are not well, with what they said
+    ready, reason = can_answer(versions, draining=False)
 """
 
 from __future__ import annotations
@@ -9,6 +15,8 @@ from __future__ import annotations
 import asyncio
 
 from gateway.clients import Clients
+from gateway.model_versions import ModelVersions
+from serving.errors import NotFound, Unavailable
 
 READY = ("SERVING", "PONG")  # what grpc.health.v1 and Redis' PING answer when all is well
 
@@ -19,10 +27,17 @@ async def check_backends(clients: Clients, timeout_s: float = 0.5) -> dict[str, 
     return {**statuses, "redis": redis}
 
 
-def all_ready(statuses: dict[str, str]) -> bool:
-    return all(s in READY for s in statuses.values())
-
-
-def not_ready(statuses: dict[str, str]) -> dict[str, str]:
-    """The backends that are not ready, with what they said."""
+def degraded(statuses: dict[str, str]) -> dict[str, str]:
+    """The backends that are not well, with what they said (answers are degraded while any is listed)."""
     return {name: s for name, s in statuses.items() if s not in READY}
+
+
+def can_answer(versions: ModelVersions, draining: bool) -> tuple[bool, str]:
+    """(ready, why not): not while draining, nor before a model's manifest can be read."""
+    if draining:
+        return False, "draining"
+    try:
+        versions.get()
+    except (NotFound, Unavailable) as e:
+        return False, f"no model: {e.message}"
+    return True, ""

@@ -77,16 +77,16 @@ class Recommendation:
 def _check(request: RecommendRequest) -> None:
     options = request.options
     checks.in_range("k", request.k, 1, limits.MAX_K)
-    checks.optional_in_range("candidate_count", options.candidate_count, 1, limits.MAX_CANDIDATE_COUNT)
-    checks.optional_in_range("budget_ms", options.budget_ms, 1, limits.MAX_BUDGET_MS)
-    checks.count("exclude_item_ids", options.exclude_item_ids, limits.MAX_EXCLUDE)
+    checks.optional_in_range("options.candidate_count", options.candidate_count, 1, limits.MAX_CANDIDATE_COUNT)
+    checks.optional_in_range("options.budget_ms", options.budget_ms, 1, limits.MAX_BUDGET_MS)
+    checks.count("options.exclude_item_ids", options.exclude_item_ids, limits.MAX_EXCLUDE)
     checks.ids("session_item_ids", request.session_item_ids)
-    checks.ids("exclude_item_ids", options.exclude_item_ids)
+    checks.ids("options.exclude_item_ids", options.exclude_item_ids)
     checks.identifier("user_id", request.user_id, required=False)
     checks.model_version(request.model_version)
-    checks.query_vector_size(options.query_vector)
+    checks.query_vector_size(options.query_vector, field="options.query_vector")
     if options.query_vector is None and not request.session_item_ids and not request.user_id:
-        raise InvalidArgument(checks.EMPTY_SESSION)
+        raise InvalidArgument(checks.EMPTY_SESSION, field="session_item_ids")
 
 
 def _known_weights(session: list[str], weights: list[float], found: Embeddings) -> np.ndarray | None:
@@ -122,7 +122,10 @@ class Recommender:
         if options.query_vector is not None:
             # Bring your own vector: check it against the model it will be used with, before any hop.
             info = self.versions.get(request.model_version)
-            query_bytes, query_version = checks.packed_query(options.query_vector, info.dim, info.version), info.version
+            query_bytes, query_version = (
+                checks.packed_query(options.query_vector, info.dim, info.version, "options.query_vector"),
+                info.version,
+            )
         budget_ms = self.default_budget_ms if options.budget_ms is None else options.budget_ms
         plan = Plan(Budget.within(budget_ms, caller_deadline_s), request.model_version)
 

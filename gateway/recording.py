@@ -15,7 +15,7 @@ from gateway.budget import Budget
 from gateway.event_store import EventStore
 from gateway.events import Event, now_ms, validate
 from gateway.model_versions import ModelVersions
-from serving.errors import InvalidArgument
+from serving.errors import FieldViolation, InvalidArgument
 
 
 @dataclass(frozen=True)
@@ -57,4 +57,6 @@ class EventRecorder:
             return validate(event, received_ms)
         except InvalidArgument as e:
             where = "" if count == 1 else f"events[{index}]: "
-            raise InvalidArgument(f"{where}{e.message}; nothing was stored") from e
+            prefix = "" if count == 1 else f"events[{index}]."  # the field's path in a batch
+            violations = [FieldViolation(prefix + v.field, v.description) for v in e.violations]
+            raise InvalidArgument(f"{where}{e.message}; nothing was stored", violations=violations) from e

@@ -229,10 +229,34 @@ class EventsOut(BaseModel):
     unknown_item_ids: list[str]
 
 
+class FieldViolationOut(BaseModel):
+    field: str = Field(description='The path of the field at fault, e.g. "k", "session[3]", "options.budget_ms".')
+    description: str
+
+
+class ErrorDetail(BaseModel):
+    """A google.rpc detail message in its JSON form: ``google.rpc.BadRequest`` (fieldViolations) or
+    ``google.rpc.RetryInfo`` (retryDelay)."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    type: str = Field(
+        alias="@type",
+        description='"type.googleapis.com/google.rpc.BadRequest" or "type.googleapis.com/google.rpc.RetryInfo".',
+    )
+    fieldViolations: list[FieldViolationOut] | None = Field(None, description="BadRequest: the fields at fault.")
+    retryDelay: str | None = Field(None, description='RetryInfo: when to retry, e.g. "1s".')
+
+
 class ErrorBody(BaseModel):
-    code: str = Field(description='The gRPC status name, e.g. "INVALID_ARGUMENT".')
-    message: str
+    code: int = Field(description="The HTTP status, e.g. 400.")
+    status: str = Field(description='The gRPC status name, e.g. "INVALID_ARGUMENT".')
+    message: str = Field(description="What is wrong, for a developer.")
+    details: list[ErrorDetail] = Field(description="Machine-readable details (may be empty).")
+    request_id: str = Field(description="The request's id, also in the x-request-id header: quote it in reports.")
 
 
 class ErrorOut(BaseModel):
+    """Every error: Google's API error shape (docs/errors.md)."""
+
     error: ErrorBody

@@ -17,9 +17,23 @@ from serving.settings import CommonSettings
 class Settings(CommonSettings):
     http_port: int = Field(8080, validation_alias="HTTP_PORT", description="REST/JSON, /metrics, health.")
     grpc_port: int = Field(50050, validation_alias="GRPC_PORT", description="RecommendationService.")
-    embedding_store_addr: str = Field("localhost:50051", validation_alias="EMBEDDING_STORE_ADDR")
-    candidate_generation_addr: str = Field("localhost:50052", validation_alias="CANDIDATE_GENERATION_ADDR")
-    ranking_addr: str = Field("localhost:50053", validation_alias="RANKING_ADDR")
+    embedding_store_addr: str = Field(
+        "localhost:50051",
+        validation_alias="EMBEDDING_STORE_ADDR",
+        description="The embedding store service: host:port, replicas as h1:p1,h2:p2, or a gRPC URI "
+        "(dns:///embedding-store:50051).",
+    )
+    candidate_generation_addr: str = Field(
+        "localhost:50052",
+        validation_alias="CANDIDATE_GENERATION_ADDR",
+        description="The candidate generation service: host:port, replicas as h1:p1,h2:p2, or a gRPC URI "
+        "(dns:///candidate-generation:50052).",
+    )
+    ranking_addr: str = Field(
+        "localhost:50053",
+        validation_alias="RANKING_ADDR",
+        description="The ranking service: host:port, replicas as h1:p1,h2:p2, or a gRPC URI (dns:///ranking:50053).",
+    )
     stage_batching: bool = Field(
         True,
         validation_alias="STAGE_BATCHING",
@@ -40,7 +54,10 @@ class Settings(CommonSettings):
         "FastAPI's routing and dependency layers; same schema, same answers and errors.",
     )
     redis_url: str = Field(
-        "redis://localhost:6379/0", validation_alias="REDIS_URL", description="Events and version pointer."
+        "redis://localhost:6379/0",
+        validation_alias="REDIS_URL",
+        description="The durable store: visitors' events and the version pointer (AOF + noeviction: "
+        "docs/reliability.md).",
     )
     budget_ms: int = Field(
         limits.DEFAULT_BUDGET_MS, validation_alias="BUDGET_MS", description="Default end-to-end budget (ms)."

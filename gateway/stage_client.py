@@ -19,8 +19,16 @@ import grpc.aio
 
 from gateway.batching import Batcher, Member
 from recmesh.v1 import batch_pb2
-from serving.errors import DeadlineExceeded, InvalidArgument, NotFound, RecmeshError, Unavailable
+from serving.errors import (
+    DeadlineExceeded,
+    InvalidArgument,
+    NotFound,
+    RecmeshError,
+    Unavailable,
+    details_of_trailer,
+)
 from serving.logs import REQUEST_ID_KEY, outgoing_metadata
+from serving.tracing import batch_span
 
 log = logging.getLogger(__name__)
 
@@ -113,12 +121,22 @@ class StageClient(Generic[Req, Reply, Out]):
         try:
             reply = await self._single(request, timeout=timeout_s, metadata=metadata)
         except grpc.aio.AioRpcError as err:
-            raise _error(self.service, err.code(), err.details() or "") from err
+            error = _error(self.service, err.code(), err.details() or "")
+            if isinstance(error, InvalidArgument):  # the stage named the fields at fault: pass them on
+                error.violations = details_of_trailer(err.trailing_metadata())[0]
+            raise error from err
         return self._parse(reply)
 
     async def _send(self, members: list[Member[Req, Out]]) -> None:
         """One RPC for `members`, each with what is left of its own deadline; resolves every member. A batch of one
-        is the single RPC: the same answer, without the batch's envelope on either side."""
+        is the single RPC: the same answer, without the batch's envelope on either side. Tracing on, the RPC's spans
+        go in the first member's trace, linked to the others' (serving.tracing.batch_span)."""
+        if members[0].trace is None:  # tracing off
+            return await self._send_now(members)
+        with batch_span(self.service, [m.trace for m in members]):
+            await self._send_now(members)
+
+    async def _send_now(self, members: list[Member[Req, Out]]) -> None:
         now = asyncio.get_running_loop().time()
         if len(members) == 1:
             (member,) = members

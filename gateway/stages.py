@@ -93,7 +93,7 @@ class Stages:
         """Nearest items for exactly one of a query vector and item ids (their session query)."""
         if (query_vector is not None) == bool(item_ids):
             which = "both were set" if item_ids else "neither was set"
-            raise InvalidArgument(f"set exactly one of query_vector and item_ids; {which}")
+            raise InvalidArgument(f"set exactly one of query_vector and item_ids; {which}", field="query_vector")
         checks.in_range("k", k, 1, limits.CANDIDATES_MAX_K)
         checks.count("item_ids", item_ids, limits.MAX_ITEMS)
         checks.count("exclude_item_ids", exclude_item_ids, limits.MAX_EXCLUDE)

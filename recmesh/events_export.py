@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import csv
 import os
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,17 +110,3 @@ def export_events(redis_url: str, out: str | Path, fmt: str | None = None) -> Ex
     finally:
         client.close()
     return ExportSummary(out, users, events, skipped)
-
-
-def main(redis_url: str, out: str, fmt: str | None) -> int:
-    """`recmesh events export`."""
-    import redis
-
-    try:
-        summary = export_events(redis_url, out, fmt)
-    except redis.RedisError as e:
-        print(f"recmesh events export: error: redis at {redis_url}: {e}", file=sys.stderr)
-        return 2
-    print(summary, file=sys.stderr)
-    print(summary.path)
-    return 0

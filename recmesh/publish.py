@@ -4,10 +4,18 @@ The keys are recmesh/redis_layout.py's, every one namespaced by version so two v
 Vectors and meta get a TTL (they can be rebuilt from the bundle), refreshed by every publish of that version.
 The pointer is written by ONE `SET` after every vector batch succeeded, so a reader that sees the new version
 finds all of its vectors; a bundle that fails validation, or a write that fails halfway, leaves it untouched.
+
+Vectors go to the cache Redis (``cache_url``; the store's URL when not given), the pointer to the durable store.
+The pointer is also written next to the bundles, ``<models dir>/PUBLISHED`` (atomic rename), so a Redis that lost
+it can be re-seeded from disk (:func:`published_on_disk`; the gateway does it, docs/reliability.md).
+
+    publish("models/20260101T000000Z", "redis://store:6379/0", cache_url="redis://cache:6379/0")
+    published_on_disk(Path("models"))   # "20260101T000000Z", or None
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -20,6 +28,29 @@ from tqdm import tqdm
 from recmesh import bundle
 from recmesh.bundle import BundleError
 from recmesh.redis_layout import POINTER_KEY, VECTOR_DTYPE, VECTOR_TTL_S, meta_key, vector_key
+
+POINTER_FILE = "PUBLISHED"  # in the models directory, next to the bundles (not a bundle: no manifest)
+
+
+def published_on_disk(models_dir: Path) -> str | None:
+    """The version the last publish from this models directory pointed at, or None (never published, or a
+    file that does not name a version)."""
+    try:
+        version = (Path(models_dir) / POINTER_FILE).read_text().strip()
+    except OSError:
+        return None
+    return version if version and "/" not in version and version not in (".", "..") else None
+
+
+def write_pointer_file(models_dir: Path, version: str) -> None:
+    """Write ``<models_dir>/PUBLISHED`` atomically (a temporary file, fsynced, renamed over the old one)."""
+    target = Path(models_dir) / POINTER_FILE
+    temporary = target.with_name(f".{POINTER_FILE}.{os.getpid()}.tmp")
+    with temporary.open("w") as f:
+        f.write(version + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(temporary, target)
 
 
 class RedisUnavailable(ConnectionError):
@@ -77,8 +108,11 @@ def publish(
     batch: int = 5000,
     progress: bool = True,
     ttl_s: int = VECTOR_TTL_S,
+    cache_url: str | None = None,
 ) -> str:
-    """Write the bundle's vectors and meta to Redis, then point `recmesh:current_version` at it; return the version.
+    """Write the bundle's vectors and meta to Redis (``cache_url``, else ``redis_url``), then point
+    `recmesh:current_version` (in ``redis_url``, the durable store) and ``<models dir>/PUBLISHED`` at it; return
+    the version.
 
     Raises BundleError for a missing, partial, tampered or inconsistent bundle (before anything is written) and
     RedisUnavailable when Redis cannot be reached or fails mid-way; in both cases the pointer does not move.
@@ -89,8 +123,9 @@ def publish(
     if ttl_s <= 0:
         raise ValueError(f"ttl_s must be positive, got {ttl_s}")
     version, item_ids, vectors = load_vectors(Path(bundle_path))
-    where = _where(redis_url)
-    client = redis.Redis.from_url(redis_url, socket_connect_timeout=5, socket_timeout=30)
+    where = _where(cache_url or redis_url)
+    client = redis.Redis.from_url(cache_url or redis_url, socket_connect_timeout=5, socket_timeout=30)
+    store = redis.Redis.from_url(redis_url, socket_connect_timeout=5, socket_timeout=30) if cache_url else client
     try:
         client.ping()
         pipe = client.pipeline(transaction=False)
@@ -112,9 +147,14 @@ def publish(
         )
         pipe.expire(meta_key(version), ttl_s)
         pipe.execute()
-        client.set(POINTER_KEY, version)  # the flip: one command, after every vector is in
+        # The file first: once Redis says the new version, a Redis restored from an older state re-seeds
+        # from the file, never goes back.
+        write_pointer_file(Path(bundle_path).parent, version)
+        where = _where(redis_url)
+        store.set(POINTER_KEY, version)  # the flip: one command, after every vector is in
     except redis.RedisError as e:
         raise RedisUnavailable(f"Redis at {where} failed, version pointer not moved: {e}") from e
     finally:
         client.close()
+        store.close()
     return version

@@ -13,6 +13,13 @@
 Writers: `recmesh publish` (vectors, meta, pointer), the gateway (events, rate counters), the embedding store
 (vector write-backs). Readers: the embedding store (vectors, pointer), the gateway (events, pointer),
 `recmesh events export` (events).
+
+Two roles, best two Redis instances (docs/reliability.md): the *store* (REDIS_URL: the pointer, events, rate
+counters; AOF, noeviction) and the *cache* (REDIS_CACHE_URL of the embedding store, ``--redis-cache-url`` of
+publish: vectors and meta; allkeys-lru, no persistence). Memory of the store is bounded by its keys' caps: a
+visitor's list holds at most EVENTS_PER_USER entries (about 100 bytes each with short ids: ~13 KB per visitor at
+the default 100, measured) and expires EVENTS_TTL_S after their last event; rate counters live two seconds. So
+the store needs about (visitors active in 30 days) x 13 KB; past its maxmemory it refuses writes (503).
 """
 
 from __future__ import annotations

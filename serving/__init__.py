@@ -11,6 +11,7 @@
 - ``server``: ``create_server`` (with the interceptor) / ``serve_until_signal`` / ``shutdown``.
 - ``settings``: ``CommonSettings``, the environment every process reads.
 - ``stage_service``: start-up and entry point shared by the three stage services.
+- ``tracing``: OpenTelemetry, off unless the OTEL_* variables ask: provider, interceptors, middleware, Redis.
 - ``vectors``: the packed float32 wire format for vectors and scores.
 
 Handlers raise ``serving.errors`` classes; the interceptor turns them into statuses. How the pieces fit:

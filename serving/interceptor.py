@@ -7,11 +7,14 @@ Usage::
 For every call of a method it:
 
 - binds the caller's ``x-request-id`` (or a fresh id) for log lines and downstream calls (serving.logs);
-- times the call into ``recmesh_rpc_latency_seconds`` and counts a non-OK end in ``recmesh_rpc_errors``,
-  labelled service/method/code (serving.metrics);
+- times the call into ``rpc_server_call_duration_seconds`` (OpenTelemetry's rpc.server.call.duration), labelled
+  ``rpc_system="grpc"``, ``rpc_service`` (the full service name), ``rpc_method`` and ``rpc_grpc_status_code``
+  (numeric, 0 = OK) (serving.metrics);
 - answers an exception with the status :func:`serving.errors.rpc_status` names: a RecmeshError with its code
   and message, a failed downstream call with its code, anything else INTERNAL naming only the request id (the
-  traceback is logged). A call the handler aborted itself is counted and passed on untouched.
+  traceback is logged). Field violations and retry delays go along as a ``google.rpc.Status`` in the
+  ``grpc-status-details-bin`` trailer (:func:`serving.errors.status_trailer`), after the trailers the handler
+  set. A call the handler aborted itself is counted and passed on untouched.
 
 Handlers of every kind are wrapped (unary or streaming requests and responses). Each method's handler is
 wrapped once, when it is first called, and reused. The gRPC library's own services (health, reflection) are
@@ -20,20 +23,23 @@ left alone: probes would only add noise to the metrics.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
-import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import grpc
 import grpc.aio
 
-from serving.errors import rpc_status
+from serving.errors import as_recmesh_error, rpc_status, status_trailer
 from serving.logs import request_id_from_metadata, set_request_id
 from serving.metrics import DEFAULT, Metrics
 
 LIBRARY_SERVICES = "grpc."  # grpc.health.v1.Health, grpc.reflection.v1alpha.ServerReflection
+OK, CANCELLED, UNKNOWN = (
+    code.value[0] for code in (grpc.StatusCode.OK, grpc.StatusCode.CANCELLED, grpc.StatusCode.UNKNOWN)
+)
 
 # The handler field of each kind of method, and the function that builds a handler of that kind.
 _KINDS: tuple[tuple[str, Callable[..., grpc.RpcMethodHandler]], ...] = (
@@ -46,19 +52,11 @@ _KINDS: tuple[tuple[str, Callable[..., grpc.RpcMethodHandler]], ...] = (
 Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]]
 
 
-def service_label(service: str) -> str:
-    """The metrics label of a gRPC service: ``recmesh.v1.CandidateGenerationService`` -> ``candidate_generation``."""
-    name = service.rsplit(".", 1)[-1].removesuffix("Service")
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
-
-
 class RpcInterceptor(grpc.aio.ServerInterceptor):
-    """Wraps each method's handler (see the module docstring). ``service_label`` names the service in the metrics
-    of every method; None = derived from each method's service name (:func:`service_label`)."""
+    """Wraps each method's handler (see the module docstring)."""
 
-    def __init__(self, metrics: Metrics | None = None, service_label: str | None = None) -> None:
+    def __init__(self, metrics: Metrics | None = None) -> None:
         self.metrics = metrics or DEFAULT
-        self.service_label = service_label
         self._handlers: dict[str, grpc.RpcMethodHandler] = {}  # method path -> the handler to run
 
     async def intercept_service(
@@ -77,7 +75,7 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):
         service, _, method = path.lstrip("/").rpartition("/")
         if service.startswith(LIBRARY_SERVICES):
             return handler
-        rpc = _ObservedRpc(path, self.metrics, self.service_label or service_label(service), method)
+        rpc = _ObservedRpc(path, self.metrics, service, method)
         for kind, make_handler in _KINDS:
             behavior = getattr(handler, kind)
             if behavior is not None:
@@ -90,34 +88,43 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):
 
 
 class _ObservedRpc:
-    """One method's name and metric children, resolved once."""
+    """One method's name and metric children, resolved once (per status code, the first time it ends so)."""
 
     def __init__(self, path: str, metrics: Metrics, service: str, method: str) -> None:
         self.path = path
-        self.labels = (service, method)
-        self.latency = metrics.rpc_latency.labels(service, method)
-        self.errors = metrics.rpc_errors
+        self._duration = metrics.rpc_duration
+        self._labels = ("grpc", service, method)
+        self._by_code: dict[int, Any] = {}  # numeric status code -> its histogram child
+        self._child(OK)
+
+    def _child(self, code: int) -> Any:
+        child = self._by_code.get(code)
+        if child is None:
+            child = self._by_code[code] = self._duration.labels(*self._labels, str(code))
+        return child
 
     def begin(self, context: grpc.aio.ServicerContext) -> float:
         # No reset needed at the end: grpc.aio runs each call in a context of its own, started empty.
         set_request_id(request_id_from_metadata(context.invocation_metadata()))
         return time.perf_counter()
 
-    def end(self, started: float) -> None:
-        self.latency.observe(time.perf_counter() - started)
+    def end(self, started: float, code: int) -> None:
+        self._child(code).observe(time.perf_counter() - started)
 
-    async def fail(self, context: grpc.aio.ServicerContext, exc: Exception) -> None:
-        """Count ``exc`` and answer its status (raises AbortError, as ``context.abort`` does)."""
+    async def fail(self, context: grpc.aio.ServicerContext, started: float, exc: Exception) -> NoReturn:
+        """Count the call with the status ``exc`` ends it with, then answer that status (raises AbortError, as
+        ``context.abort`` does). Counted first: abort sends the status before it returns control."""
         if isinstance(exc, grpc.aio.AbortError):  # the handler aborted the call itself: answered and logged already
-            self._count(context.code())
+            code = context.code()
+            self.end(started, code.value[0] if isinstance(code, grpc.StatusCode) else UNKNOWN)
             raise exc
-        code, details = rpc_status(exc, self.path)
-        self._count(code)
-        await context.abort(code, details)
-
-    def _count(self, code: grpc.StatusCode | None) -> None:
-        name = code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN"
-        self.errors.labels(*self.labels, name).inc()
+        status, details = rpc_status(exc, self.path)
+        self.end(started, status.value[0])
+        trailer = status_trailer(as_recmesh_error(exc), status, details)
+        if trailer:  # abort's trailers replace those the handler set (e.g. the gateway's x-request-id): keep them
+            await context.abort(status, details, (*(context.trailing_metadata() or ()), *trailer))
+        await context.abort(status, details)
+        raise AssertionError("context.abort returned")  # it raises AbortError; for the type checker
 
 
 def _observed(rpc: _ObservedRpc, behavior: Callable[..., Any]) -> Callable[..., Any]:
@@ -133,11 +140,14 @@ def _observed_call(rpc: _ObservedRpc, behavior: Callable[..., Awaitable[Any]]) -
     async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
         started = rpc.begin(context)
         try:
-            return await behavior(request, context)
+            response = await behavior(request, context)
+        except asyncio.CancelledError:
+            rpc.end(started, CANCELLED)
+            raise
         except Exception as exc:
-            await rpc.fail(context, exc)
-        finally:
-            rpc.end(started)
+            await rpc.fail(context, started, exc)
+        rpc.end(started, OK)  # before the response is sent, as for errors: a caller that got it sees it counted
+        return response
 
     return call
 
@@ -148,9 +158,11 @@ def _observed_stream(rpc: _ObservedRpc, behavior: Callable[..., AsyncIterator[An
         try:
             async for response in behavior(request, context):
                 yield response
+        except asyncio.CancelledError:
+            rpc.end(started, CANCELLED)
+            raise
         except Exception as exc:
-            await rpc.fail(context, exc)
-        finally:
-            rpc.end(started)
+            await rpc.fail(context, started, exc)
+        rpc.end(started, OK)
 
     return stream

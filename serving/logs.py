@@ -2,6 +2,8 @@
 
 Every gRPC call a recmesh server answers has its request id bound already (serving.interceptor reads
 ``x-request-id`` or makes one), so log lines and downstream calls carry it without the handler doing anything.
+With tracing on (serving.tracing), a line written inside a span also carries its ``trace_id`` and ``span_id``
+(W3C hex); off, the formatter does not look.
 
 Usage::
 
@@ -16,7 +18,7 @@ import json
 import logging
 import sys
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextvars import ContextVar, Token
 from datetime import UTC, datetime
 from typing import Any, TextIO
@@ -25,6 +27,9 @@ REQUEST_ID_KEY = "x-request-id"
 _MAX_REQUEST_ID_LEN = 128
 
 request_id_var: ContextVar[str | None] = ContextVar("recmesh_request_id", default=None)
+
+# (trace_id, span_id) of the current span, or None outside one; set by serving.tracing only when tracing is on.
+_trace_ids: Callable[[], tuple[str, str] | None] | None = None
 
 # Attributes every LogRecord has; anything else on a record came from `extra=` and is logged as a field.
 _STANDARD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
@@ -38,6 +43,12 @@ def get_request_id() -> str | None:
 def set_request_id(request_id: str | None) -> Token[str | None]:
     """Set the current task's request id; returns a token for ``request_id_var.reset``."""
     return request_id_var.set(request_id)
+
+
+def set_trace_ids(source: Callable[[], tuple[str, str] | None] | None) -> None:
+    """Where log lines get the current span's (trace_id, span_id) from; None: they carry none (tracing off)."""
+    global _trace_ids
+    _trace_ids = source
 
 
 def new_request_id() -> str:
@@ -72,7 +83,8 @@ def outgoing_metadata(request_id: str | None = None) -> tuple[tuple[str, str], .
 
 
 class JsonFormatter(logging.Formatter):
-    """Formats a record as one JSON object: ts, level, service, logger, msg, request_id, exc_info, extras."""
+    """Formats a record as one JSON object: ts, level, service, logger, msg, request_id, trace_id and span_id
+    (tracing on, inside a span), exc_info, extras."""
 
     def __init__(self, service: str) -> None:
         super().__init__()
@@ -89,6 +101,10 @@ class JsonFormatter(logging.Formatter):
         rid = get_request_id()
         if rid:
             entry["request_id"] = rid
+        if _trace_ids is not None:
+            ids = _trace_ids()
+            if ids is not None:
+                entry["trace_id"], entry["span_id"] = ids
         if record.exc_info:
             entry["exc_info"] = self.formatException(record.exc_info)
         elif record.exc_text:

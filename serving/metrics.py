@@ -1,14 +1,20 @@
-"""Prometheus metrics shared by the services and the gateway.
+"""Prometheus metrics shared by the services and the gateway (the reference: docs/metrics.md).
+
+Traffic metrics follow the OpenTelemetry semantic conventions, in Prometheus form (dots become underscores, the
+unit a suffix): ``http_server_request_duration_seconds`` (the REST face, gateway.middleware) and
+``rpc_server_call_duration_seconds`` (every gRPC server, serving.interceptor). Our own domain counters keep the
+``recmesh_`` prefix. No label is called ``service`` (prometheus-operator sets one of its own on every target):
+the process is identified by Prometheus' job and instance; ``component`` says which part of it counted.
 
 The module-level metrics live in prometheus' default registry (what the /metrics endpoint serves). Tests that
 want isolated counters build their own with ``Metrics(CollectorRegistry())`` and pass it where a ``metrics``
-argument is accepted. Every gRPC method of a ``serving.server`` server is timed and its errors counted by
-serving.interceptor.
+argument is accepted. Probes (health checks, reflection, /healthz, /readyz, /metrics) are not counted.
 
 Usage::
 
-    start_metrics_server(9103)                          # /metrics over HTTP
-    DEGRADED.labels("gateway", "ranking_timeout").inc()
+    start_metrics_server(9103)                                   # /metrics over HTTP
+    DEGRADED.labels("gateway", "ranking unavailable").inc()      # component, reason
+    HTTP_DURATION.labels("POST", "/v1/recommend", "200").observe(0.012)
 """
 
 from __future__ import annotations
@@ -45,29 +51,37 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = REGISTRY) -> None:
         self.registry = registry
         counter = functools.partial(Counter, registry=registry)
-        self.rpc_latency = Histogram(
-            "recmesh_rpc_latency_seconds",
-            "Server-side RPC latency.",
-            ["service", "method"],
-            buckets=LATENCY_BUCKETS,
-            registry=registry,
+        histogram = functools.partial(Histogram, buckets=LATENCY_BUCKETS, registry=registry)
+        # OTel http.server.request.duration; http_route is the route template ("" when no route matched).
+        self.http_duration = histogram(
+            "http_server_request_duration_seconds",
+            "Duration of HTTP server requests (the gateway's REST face).",
+            ["http_request_method", "http_route", "http_response_status_code"],
         )
-        self.rpc_errors = counter(
-            "recmesh_rpc_errors", "RPCs that ended with a non-OK status.", ["service", "method", "code"]
+        # OTel rpc.server.call.duration; rpc_grpc_status_code is the numeric status (0 = OK).
+        self.rpc_duration = histogram(
+            "rpc_server_call_duration_seconds",
+            "Duration of gRPC server calls.",
+            ["rpc_system", "rpc_service", "rpc_method", "rpc_grpc_status_code"],
         )
-        self.degraded = counter("recmesh_degraded", "Answers served degraded, by reason.", ["service", "reason"])
-        self.cache = counter(
-            "recmesh_cache_lookups",
-            "Embedding lookups by tier (lru|redis|bundle) and result (hit|miss).",
-            ["service", "result", "tier"],
+        self.degraded = counter(
+            "recmesh_degradations",
+            "Degradations: a stage skipped or a fallback served (a gateway answer may count one per hop), by "
+            "component and reason.",
+            ["component", "reason"],
+        )
+        self.embedding_lookups = counter(
+            "recmesh_embedding_lookups",
+            "Item vectors looked up by the embedding store, by tier (lru|redis|bundle) and result (hit|miss).",
+            ["tier", "result"],
         )
 
 
 DEFAULT = Metrics()
-RPC_LATENCY = DEFAULT.rpc_latency
-RPC_ERRORS = DEFAULT.rpc_errors
+HTTP_DURATION = DEFAULT.http_duration
+RPC_DURATION = DEFAULT.rpc_duration
 DEGRADED = DEFAULT.degraded
-CACHE = DEFAULT.cache
+EMBEDDING_LOOKUPS = DEFAULT.embedding_lookups
 
 
 def start_metrics_server(port: int, addr: str = "0.0.0.0", registry: CollectorRegistry = REGISTRY) -> Any:

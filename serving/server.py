@@ -1,7 +1,8 @@
 """gRPC servers for the services and the gateway: built, served until SIGTERM, drained, stopped.
 
 Every server built here runs serving.interceptor.RpcInterceptor: request ids, metrics and error statuses for
-every method, so handlers just raise serving.errors classes.
+every method, so handlers just raise serving.errors classes. With tracing on (serving.tracing), OpenTelemetry's
+server interceptor goes first, so each call's span encloses everything the call does, its error status included.
 
 Usage::
 
@@ -29,6 +30,7 @@ from grpc_reflection.v1alpha import reflection
 from serving.channels import SERVICE_CONFIG, channel_options, make_channel, message_options, resolve_target
 from serving.interceptor import RpcInterceptor
 from serving.metrics import Metrics
+from serving.tracing import server_interceptors
 
 __all__ = [
     "SERVICE_CONFIG",  # the client side, re-exported: the gateway and older callers import it from here
@@ -68,18 +70,16 @@ async def create_server(
     max_connection_age_s: float = 30.0,
     *,
     metrics: Metrics | None = None,
-    service_label: str | None = None,
 ) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
     """Build, bind and start an asyncio gRPC server with :class:`RpcInterceptor` in front of every method.
 
     ``register(server)`` adds the servicers; the library's health servicer (SERVING for "" and every name in
     ``service_names``) and reflection (those names + health + reflection) are added here. ``address`` may use
     port 0; the bound port is returned. See :func:`server_options` for ``max_connection_age_s``. ``metrics``
-    (default: the process-wide families) and ``service_label`` (default: derived from each method's service,
-    e.g. "ranking") go to the interceptor.
+    (default: the process-wide families) goes to the interceptor.
     """
     server = grpc.aio.server(
-        interceptors=[RpcInterceptor(metrics, service_label)],
+        interceptors=[*server_interceptors(), RpcInterceptor(metrics)],  # tracing's only when on
         options=server_options(max_message_mb, max_connection_age_s),
     )
     register(server)

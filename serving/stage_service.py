@@ -26,6 +26,7 @@ from serving.gc_tuning import tune_for_serving
 from serving.logs import configure_logging
 from serving.metrics import Metrics, start_metrics_server
 from serving.server import create_server, run_while_serving, serve_until_signal
+from serving.tracing import configure_tracing, shutdown_tracing
 
 Core = TypeVar("Core")
 Servicer = TypeVar("Servicer")
@@ -95,11 +96,16 @@ async def start_model_service(
 
 
 def run_service(name: str, settings: S, create: Callable[[S], Awaitable[Started[Any]]]) -> None:
-    """The process: JSON logs as ``name``, /metrics on ``settings.metrics_port``, then ``create(settings)`` served
-    until SIGTERM/SIGINT (NOT_SERVING, drain, stop, background work cleaned up)."""
+    """The process: JSON logs as ``name``, tracing if the OTEL_* variables ask for it (serving.tracing), /metrics on
+    ``settings.metrics_port``, then ``create(settings)`` served until SIGTERM/SIGINT (NOT_SERVING, drain, stop,
+    background work cleaned up), then the spans still queued exported."""
     configure_logging(name, settings.log_level)
+    configure_tracing(name)
     start_metrics_server(settings.metrics_port)
-    uvloop.run(_serve(settings, create))
+    try:
+        uvloop.run(_serve(settings, create))
+    finally:
+        shutdown_tracing()
 
 
 async def _serve(settings: S, create: Callable[[S], Awaitable[Started[Any]]]) -> None:

@@ -59,7 +59,8 @@ def unpack_vector(data: bytes, dim: int, name: str = "vector", expected_by: str 
         size = f"{len(data) // WIRE_DTYPE.itemsize} dims" if whole else "not a whole number of float32 values"
         raise InvalidArgument(
             f"{name} is {len(data)} bytes ({size}), {expected_by} expects {dim} dims "
-            f"({vector_bytes(dim)} bytes of little-endian float32)"
+            f"({vector_bytes(dim)} bytes of little-endian float32)",
+            field=name,
         )
     return unpack(data, dim)[0]
 
@@ -68,5 +69,7 @@ def unpack_scores(data: bytes, name: str = "scores") -> NDArray[np.float32]:
     """View ``data`` as a (n,) float32 array without copying; InvalidArgument naming ``name`` (the field) if it is
     not a whole number of float32 values."""
     if len(data) % WIRE_DTYPE.itemsize:
-        raise InvalidArgument(f"{name} is {len(data)} bytes, not a whole number of little-endian float32 values")
+        raise InvalidArgument(
+            f"{name} is {len(data)} bytes, not a whole number of little-endian float32 values", field=name
+        )
     return np.frombuffer(data, dtype=WIRE_DTYPE)

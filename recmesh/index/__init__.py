@@ -12,6 +12,7 @@ from typing import Any, cast
 
 import numpy as np
 
+from recmesh.extras import missing_extra
 from recmesh.index.base import AnnIndex, IndexBackend, search_excluding
 
 BACKENDS = ("scann", "exact", "faiss_hnsw", "faiss_ivf", "hnswlib")  # the order --index help lists them in
@@ -27,6 +28,8 @@ _CLASSES = {
     "faiss_ivf": ("recmesh.index.faiss_index", "FaissIvfIndex"),
     "hnswlib": ("recmesh.index.hnsw_index", "HnswlibIndex"),
 }
+# Backends whose library comes with an extra, not with `pip install .` (the serving image): scann and exact do.
+_EXTRAS = {"faiss_hnsw": "ann", "faiss_ivf": "ann", "hnswlib": "ann"}
 
 
 def backend_class(backend: str) -> IndexBackend:
@@ -34,7 +37,13 @@ def backend_class(backend: str) -> IndexBackend:
     if backend not in _CLASSES:
         raise ValueError(f"unknown index backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     module, name = _CLASSES[backend]
-    return cast(IndexBackend, getattr(importlib.import_module(module), name))
+    try:
+        loaded = importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if backend not in _EXTRAS or (e.name or "recmesh").startswith("recmesh"):
+            raise
+        raise missing_extra(e, _EXTRAS[backend], f"the {backend!r} index backend") from None
+    return cast(IndexBackend, getattr(loaded, name))
 
 
 def default_params(backend: str, n: int, k: int = 200) -> dict[str, Any]:

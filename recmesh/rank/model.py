@@ -6,10 +6,14 @@ Stored as JSON (names, means, scales, weights): no pickle, readable, and loadabl
 from __future__ import annotations
 
 import json
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from scipy.linalg import LinAlgWarning
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
@@ -58,14 +62,31 @@ class Ranker:
         )
 
 
-def fit_ranker(base: np.ndarray, labels: np.ndarray, c: float = 1.0, seed: int = 0) -> Ranker:
+def fit_ranker(
+    base: np.ndarray, labels: np.ndarray, c: float = 1.0, seed: int = 0, log: Callable[[str], None] | None = None
+) -> Ranker:
+    """Fit on (examples, base features) float32 rows; a solver problem is reported to `log` in one line (it
+    would otherwise surface as scikit-learn warnings), and the fit it ended with is returned anyway."""
+    # In float64: the crosses of near-duplicate features (sim_session ~ sim_last_item, retrieval_score ~
+    # next_item_score) make the Hessian ill-conditioned, and in float32 Newton-Cholesky found it singular on the
+    # synthetic data (it then fell back to L-BFGS, which ran out of iterations). In float64 it converges in ~7 steps.
+    base = base.astype(np.float64)
     mean = base.mean(axis=0)
     scale = base.std(axis=0)
     scale[scale < 1e-6] = 1.0
     x = with_crosses((base - mean) / scale)
     # newton-cholesky: exact second-order steps, fast with many rows and few (66) columns
     lr = LogisticRegression(C=c, solver="newton-cholesky", max_iter=100, random_state=seed)
-    lr.fit(x, labels)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        warnings.simplefilter("always", LinAlgWarning)
+        lr.fit(x, labels)
+    problems = [w for w in caught if issubclass(w.category, ConvergenceWarning | LinAlgWarning)]
+    for other in (w for w in caught if w not in problems):  # not ours to judge: passed on unchanged
+        warnings.warn_explicit(other.message, other.category, other.filename, other.lineno)
+    if problems and log is not None:
+        first = str(problems[0].message).strip().splitlines()[0]
+        log(f"ranker: the logistic regression did not converge cleanly ({first}); it may rank worse than it could")
     return Ranker(
         mean.astype(np.float32), scale.astype(np.float32), lr.coef_[0].astype(np.float32), float(lr.intercept_[0])
     )

@@ -11,9 +11,19 @@ import logging
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from gensim.models import Word2Vec
-from gensim.models.callbacks import CallbackAny2Vec
 from tqdm import tqdm
+
+from recmesh.extras import MissingExtra, missing_extra
+
+try:
+    from gensim.models import Word2Vec
+    from gensim.models.callbacks import CallbackAny2Vec
+except ModuleNotFoundError as e:  # the `train` extra. A serving install has no gensim, but this module still
+    # imports there (the CLI reads Word2VecParams' defaults for every command): training raises the error.
+    _without_gensim: MissingExtra | None = missing_extra(e, "train", "training (recmesh train)")
+    CallbackAny2Vec = object  # type: ignore[misc,assignment]
+else:
+    _without_gensim = None
 
 
 @dataclass(frozen=True)
@@ -64,6 +74,8 @@ def train_item_vectors(
     Items too rare for word2vec (below min_count, or absent from training) borrow the mean vector of the items
     next to them in the sequences, so every catalogue item stays servable.
     """
+    if _without_gensim is not None:
+        raise _without_gensim
     logging.getLogger("gensim").setLevel(logging.WARNING)
     model = Word2Vec(
         sentences=sequences,

@@ -161,7 +161,9 @@ def _train_ranker(model: Model, split: Split, params: TrainParams, progress: boo
         labels[bool(held_out[u])].append((cands[pick] == target).astype(np.int8))
     if not feats[False] or not feats[True]:
         raise ValueError("too few validation targets reach the candidates to train the ranker; more data needed")
-    ranker = fit_ranker(np.vstack(feats[False]), np.concatenate(labels[False]), c=params.ranker_c, seed=params.seed)
+    ranker = fit_ranker(
+        np.vstack(feats[False]), np.concatenate(labels[False]), c=params.ranker_c, seed=params.seed, log=log
+    )
     return ranker, auc(ranker, np.vstack(feats[True]), np.concatenate(labels[True]))
 
 

@@ -52,15 +52,18 @@ def validate_query(
     and MAX_EXCLUDE exclusions. Anything else is InvalidArgument naming the range."""
     if bool(query_vector) == bool(item_ids):
         which = "both were set" if query_vector else "neither was set"
-        raise InvalidArgument(f"set exactly one of query_vector and item_ids; {which}")
+        raise InvalidArgument(f"set exactly one of query_vector and item_ids; {which}", field="query_vector")
     if not 0 <= k <= limits.CANDIDATES_MAX_K:
         raise InvalidArgument(
-            f"k must be >= 0 and <= {limits.CANDIDATES_MAX_K} (0 = default {limits.CANDIDATES_DEFAULT_K}), got {k}"
+            f"k must be >= 0 and <= {limits.CANDIDATES_MAX_K} (0 = default {limits.CANDIDATES_DEFAULT_K}), got {k}",
+            field="k",
         )
     if len(item_ids) > limits.MAX_ITEMS:
-        raise InvalidArgument(f"at most {limits.MAX_ITEMS} item_ids, got {len(item_ids)}")
+        raise InvalidArgument(f"at most {limits.MAX_ITEMS} item_ids, got {len(item_ids)}", field="item_ids")
     if len(exclude_item_ids) > limits.MAX_EXCLUDE:
-        raise InvalidArgument(f"at most {limits.MAX_EXCLUDE} exclude_item_ids, got {len(exclude_item_ids)}")
+        raise InvalidArgument(
+            f"at most {limits.MAX_EXCLUDE} exclude_item_ids, got {len(exclude_item_ids)}", field="exclude_item_ids"
+        )
     return CandidateQuery(query_vector, item_ids, k or limits.CANDIDATES_DEFAULT_K, exclude_item_ids)
 
 
@@ -69,7 +72,7 @@ def parse_query_vector(data: bytes, model: Model) -> np.ndarray:
     finite values."""
     vector = unpack_vector(data, model.dim, "query_vector", f"model {model.version}")
     if not np.isfinite(vector).all():
-        raise InvalidArgument("query_vector contains NaN or infinite values")
+        raise InvalidArgument("query_vector contains NaN or infinite values", field="query_vector")
     return vector
 
 

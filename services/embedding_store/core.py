@@ -40,7 +40,7 @@ from serving.vectors import pack_rows, unpack, vector_bytes
 
 log = logging.getLogger(__name__)
 
-SERVICE = "embedding_store"
+SERVICE = "embedding_store"  # the component label of its degraded answers
 RETRY_UNSERVABLE_S = 10.0  # a published version this process could not load is retried this often
 MAX_PENDING_WRITES = 8  # write-backs in flight; beyond this they are dropped (the next miss writes again)
 
@@ -106,9 +106,12 @@ class EmbeddingStore:
         retry_after_s: float = 1.0,
         ttl_s: int = VECTOR_TTL_S,
         metrics: Metrics | None = None,
+        pointer_client: aioredis.Redis | None = None,
     ) -> None:
         self.registry = registry
         self.redis = redis_client
+        # The version pointer lives in the durable store; the vectors in the cache (the same Redis when None).
+        self.pointer_redis = pointer_client
         self.lru = Lru(lru_size)
         self.redis_timeout_s = redis_timeout_s
         self.retry_after_s = retry_after_s
@@ -143,12 +146,18 @@ class EmbeddingStore:
     async def refresh_version(self) -> None:
         """Read `recmesh:current_version` once. Unset -> the registry's current. Redis unreachable -> keep the
         last value (a blip must not flip replicas to another version). Also the Redis liveness probe."""
+        if self.pointer_redis is not None:
+            await self._probe_cache()
         try:
-            raw = await asyncio.wait_for(self.redis.get(POINTER_KEY), timeout=max(self.redis_timeout_s, 0.5))
+            raw = await asyncio.wait_for(
+                (self.pointer_redis or self.redis).get(POINTER_KEY), timeout=max(self.redis_timeout_s, 0.5)
+            )
         except (RedisError, OSError, TimeoutError) as e:
-            self._mark_down(f"redis unavailable ({type(e).__name__})")
+            if self.pointer_redis is None:
+                self._mark_down(f"redis unavailable ({type(e).__name__})")
             return
-        self._mark_up()
+        if self.pointer_redis is None:
+            self._mark_up()
         pointer = raw.decode() if isinstance(raw, bytes) else raw
         if pointer is None:
             self._pointer_seen, self.published_version = None, None
@@ -170,6 +179,15 @@ class EmbeddingStore:
             return
         log.info("serving published version", extra={"version": pointer})
         self._pointer_seen, self.published_version = pointer, pointer
+
+    async def _probe_cache(self) -> None:
+        """PING the vector cache (when it is not the pointer's Redis): notices a recovery without traffic."""
+        try:
+            await asyncio.wait_for(self.redis.ping(), timeout=max(self.redis_timeout_s, 0.5))
+        except (RedisError, OSError, TimeoutError) as e:
+            self._mark_down(f"redis unavailable ({type(e).__name__})")
+            return
+        self._mark_up()
 
     async def watch_version(self, every_s: float = 1.0) -> None:
         while True:
@@ -242,7 +260,7 @@ class EmbeddingStore:
                 found[item] = value
         self._count("lru", hits=len(found), misses=len(misses))
         if plan.unknown:
-            self.metrics.cache.labels(SERVICE, "miss", "bundle").inc(len(plan.unknown))
+            self.metrics.embedding_lookups.labels("bundle", "miss").inc(len(plan.unknown))
         return plan
 
     async def _fill(self, plans: list[_Plan]) -> None:
@@ -264,7 +282,7 @@ class EmbeddingStore:
             for item, value in fresh.items():
                 self.lru.put((v, item), value)
             self.stats.bundle_reads += len(fresh)
-            self.metrics.cache.labels(SERVICE, "hit", "bundle").inc(len(fresh))
+            self.metrics.embedding_lookups.labels("bundle", "hit").inc(len(fresh))
             if not degraded_reason:  # Redis is up but lacked them: fill it for the other replicas
                 self._write_back(v, fresh)
         for plan in plans:  # a plan answered from the LRU alone is not here: not degraded, whatever Redis does
@@ -327,9 +345,9 @@ class EmbeddingStore:
             self.stats.redis_hits += hits
             self.stats.redis_misses += misses
         if hits:
-            self.metrics.cache.labels(SERVICE, "hit", tier).inc(hits)
+            self.metrics.embedding_lookups.labels(tier, "hit").inc(hits)
         if misses:
-            self.metrics.cache.labels(SERVICE, "miss", tier).inc(misses)
+            self.metrics.embedding_lookups.labels(tier, "miss").inc(misses)
 
     # -- lifecycle ----------------------------------------------------------------------------------------
     def start(self, every_s: float = 1.0) -> None:
@@ -359,6 +377,9 @@ class EmbeddingStore:
         self._background.clear()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.redis.aclose(), CLOSE_TIMEOUT_S)
+        if self.pointer_redis is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.pointer_redis.aclose(), CLOSE_TIMEOUT_S)
 
 
 CLOSE_TIMEOUT_S = 2.0  # per step of aclose()
@@ -374,9 +395,12 @@ async def _quietly(coro: Awaitable[None]) -> None:
 def validate_item_ids(item_ids: list[str]) -> None:
     """1 to MAX_ITEMS ids of at most MAX_ID_LEN characters each; InvalidArgument naming the limit otherwise."""
     if not item_ids:
-        raise InvalidArgument("item_ids must not be empty")
+        raise InvalidArgument("item_ids must not be empty", field="item_ids")
     if len(item_ids) > limits.MAX_ITEMS:
-        raise InvalidArgument(f"at most {limits.MAX_ITEMS} item_ids per request, got {len(item_ids)}")
+        raise InvalidArgument(f"at most {limits.MAX_ITEMS} item_ids per request, got {len(item_ids)}", field="item_ids")
     for i, item in enumerate(item_ids):
         if len(item) > limits.MAX_ID_LEN:
-            raise InvalidArgument(f"item_ids[{i}] is {len(item)} characters long, the limit is {limits.MAX_ID_LEN}")
+            raise InvalidArgument(
+                f"item_ids[{i}] is {len(item)} characters long, the limit is {limits.MAX_ID_LEN}",
+                field=f"item_ids[{i}]",
+            )

@@ -29,9 +29,11 @@ async def create_server(
     """
     registry = await load_registry(settings)
     timeout_s = settings.redis_timeout_ms / 1000
+    cache_url = settings.redis_cache_url or settings.redis_url
     store = EmbeddingStore(
         registry,
-        redis_client(settings.redis_url, timeout_s),
+        redis_client(cache_url, timeout_s),
+        pointer_client=redis_client(settings.redis_url, timeout_s) if cache_url != settings.redis_url else None,
         lru_size=settings.lru_size,
         redis_timeout_s=timeout_s,
         retry_after_s=settings.redis_retry_after_ms / 1000,

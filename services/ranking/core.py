@@ -52,16 +52,20 @@ def validate_query(
     """1 to MAX_ITEMS candidates, one finite retrieval score each, 0 <= k <= RANK_MAX_K (0 = all). Anything else
     is InvalidArgument naming the range."""
     if not candidate_ids:
-        raise InvalidArgument("candidates must not be empty")
+        raise InvalidArgument("candidates must not be empty", field="candidates")
     if len(candidate_ids) > limits.MAX_ITEMS:
-        raise InvalidArgument(f"at most {limits.MAX_ITEMS} candidates, got {len(candidate_ids)}")
+        raise InvalidArgument(f"at most {limits.MAX_ITEMS} candidates, got {len(candidate_ids)}", field="candidates")
     scores = np.asarray(retrieval_scores, dtype=np.float32).reshape(-1)
     if scores.size != len(candidate_ids):
-        raise InvalidArgument(f"{len(candidate_ids)} candidates but {scores.size} retrieval scores (one per candidate)")
+        raise InvalidArgument(
+            f"{len(candidate_ids)} candidates but {scores.size} retrieval scores (one per candidate)",
+            field="candidates",
+        )
     if not 0 <= k <= limits.RANK_MAX_K:
-        raise InvalidArgument(f"k must be >= 0 and <= {limits.RANK_MAX_K} (0 = all), got {k}")
+        raise InvalidArgument(f"k must be >= 0 and <= {limits.RANK_MAX_K} (0 = all), got {k}", field="k")
     if not np.isfinite(scores).all():
-        raise InvalidArgument("candidate scores must be finite numbers")
+        bad = int(np.flatnonzero(~np.isfinite(scores))[0])
+        raise InvalidArgument("candidate scores must be finite numbers", field=f"candidates[{bad}].score")
     return RankQuery(session_item_ids, candidate_ids, scores, k)
 
 

@@ -66,9 +66,9 @@ MODULES = {
     "gateway": "gateway",
 }
 GRPC_SERVICES = ("embedding-store", "candidate-generation", "ranking")
-# The one-shot train + publish: `recmesh` reads CommonSettings; REDIS_URL is read by its shell command and
-# passed on as `recmesh publish --redis-url "$REDIS_URL"`.
-TRAIN_ENV = {"REDIS_URL"}
+# The one-shot train + publish: `recmesh` reads CommonSettings; REDIS_URL and REDIS_CACHE_URL are read by its
+# shell command and passed on as `recmesh publish --redis-url "$REDIS_URL" --redis-cache-url "$REDIS_CACHE_URL"`.
+TRAIN_ENV = {"REDIS_URL", "REDIS_CACHE_URL"}
 # Variables any recmesh container may set besides its settings (Python's and matplotlib's own).
 EXTRA_ENV = {"PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE", "MPLCONFIGDIR"}
 

@@ -1,5 +1,6 @@
 """The Dockerfile: pinned slim base, non-root, the settings' ports, no build tools or bundles in the final image,
-hadolint-clean; it installs every package and its import smoke check covers every command the image runs.
+hadolint-clean; it installs every package, and each image's import smoke check covers every command that image
+runs (the runtime image serves; the train image, the runtime's venv plus the `train` extra, trains and publishes).
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ from tests.deploy.conftest import (
 # The modules the `recmesh` commands the image runs import lazily, inside the command (recmesh/cli.py).
 RECMESH_COMMAND_MODULES = {"train": "recmesh.train.run", "publish": "recmesh.publish"}
 IMAGE = "recmesh:"  # the runtime image's name (the loadtest image is recmesh-loadtest:)
+TRAIN_IMAGE = "recmesh-train:"  # the train image's name (`recmesh train`: gensim, the `train` extra)
+# Each image -> the build stage whose smoke check imports what the image runs.
+SMOKE_STAGES = {IMAGE: "builder", TRAIN_IMAGE: "train-venv"}
 
 
 def test_dockerfile_final_stage_is_pinned_slim_non_root_and_exposes_the_settings_ports() -> None:
@@ -88,20 +92,21 @@ def test_dockerfile_passes_hadolint() -> None:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def image_command_lines() -> list[str]:
-    """Every command line given to the runtime image: compose commands and health checks, the k8s containers'
-    commands in every overlay, and the CMD of the Dockerfile's final (runtime) stage."""
+def image_command_lines(image: str = IMAGE) -> list[str]:
+    """Every command line given to ``image``: compose commands and health checks, the k8s containers' commands in
+    every overlay, and (the runtime image) the CMD of the Dockerfile's final stage."""
     lines = []
     for service in load_compose()["services"].values():
-        if str(service.get("image", "")).startswith(IMAGE):
+        if str(service.get("image", "")).startswith(image):
             lines.append(" ".join(service.get("command", [])))
             lines.append(" ".join(service.get("healthcheck", {}).get("test", [])))
     for overlay in OVERLAYS:
         for workload in workloads(rendered(overlay)).values():
             for container in workload.containers:
-                if container["image"].startswith(IMAGE):
+                if container["image"].startswith(image):
                     lines.append(" ".join(container.get("command", []) + container.get("args", [])))
-    lines += [" ".join(c.value) for c in dockerfile.parse_file(str(DOCKERFILE)) if c.cmd == "CMD"][-1:]
+    if image == IMAGE:
+        lines += [" ".join(c.value) for c in dockerfile.parse_file(str(DOCKERFILE)) if c.cmd == "CMD"][-1:]
     return [line for line in lines if line]
 
 
@@ -119,57 +124,86 @@ def modules_the_image_runs(lines: list[str]) -> set[str]:
     return modules
 
 
-def smoke_imports(commands: list[Any]) -> list[str]:
-    """The modules the builder's `python -I -c "import ..."` smoke check imports."""
-    runs = " ".join(c.value[0] for c in commands if c.cmd == "RUN")
+def stage(commands: list[Any], name: str) -> list[Any]:
+    """The instructions of build stage ``name`` (from its FROM to the next)."""
+    found: list[Any] = []
+    for c in commands:
+        if c.cmd == "FROM":
+            if found:
+                break
+            if c.value[-1] == name:
+                found.append(c)
+        elif found:
+            found.append(c)
+    return found
+
+
+def smoke_imports(commands: list[Any], name: str = "builder") -> list[str]:
+    """The modules the `python -I -c "import ..."` smoke check of build stage ``name`` imports."""
+    runs = " ".join(c.value[0] for c in stage(commands, name) if c.cmd == "RUN")
     (smoke,) = re.findall(r'python -I -c "import ([^"]+)"', runs)
     return [name.strip() for name in smoke.split(",")]
 
 
 def image_problems(text: str) -> list[str]:
-    """What the Dockerfile `text` misses: a package pyproject.toml installs but the builder does not copy, a
-    module the image runs that the smoke check does not import, a smoke import that is no module here."""
+    """What the Dockerfile `text` misses: a package pyproject.toml installs (or recmesh-client, clients/python)
+    that the builder does not copy, a module an image runs that its stage's smoke check does not import, a smoke
+    import of ours that is no module here."""
     commands = dockerfile.parse_string(text)
     problems = []
-    builder = False
-    copied = set()
-    for c in commands:
-        if c.cmd == "FROM":
-            builder = c.value[-1] == "builder"
-        elif builder and c.cmd == "COPY":
-            copied |= {src.rstrip("/") for src in c.value[:-1]}
+    copied = {src.rstrip("/") for c in stage(commands, "builder") if c.cmd == "COPY" for src in c.value[:-1]}
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     packages = {p.rstrip("*") for p in pyproject["tool"]["setuptools"]["packages"]["find"]["include"]}
-    for package in sorted(packages - copied):
+    for package in sorted((packages | {"clients/python"}) - copied):
         problems.append(f"builder does not COPY {package}/")
-    imported = smoke_imports(commands)
-    for module in sorted(modules_the_image_runs(image_command_lines()) - set(imported)):
-        problems.append(f"the smoke check does not import {module}")
-    for module in imported:
-        path = ROOT / module.replace(".", "/")
-        if not (path.with_suffix(".py").exists() or (path / "__init__.py").exists()):
-            problems.append(f"the smoke check imports {module}: no such module")
+    for image, name in SMOKE_STAGES.items():
+        imported = smoke_imports(commands, name)
+        for module in sorted(modules_the_image_runs(image_command_lines(image)) - set(imported)):
+            problems.append(f"the {name} smoke check does not import {module}")
+        for module in imported:
+            path = ROOT / module.replace(".", "/")
+            ours = module.split(".")[0] in packages
+            if ours and not (path.with_suffix(".py").exists() or (path / "__init__.py").exists()):
+                problems.append(f"the smoke check imports {module}: no such module")
     return problems
 
 
 def test_the_image_installs_every_package_and_its_smoke_check_imports_what_it_runs() -> None:
     modules = modules_the_image_runs(image_command_lines())
-    assert {"gateway.__main__", "services.ranking.__main__", "serving.healthcheck", "devtools.cli"} <= modules
+    assert {"gateway.__main__", "services.ranking.__main__", "serving.healthcheck"} <= modules
+    assert "recmesh.train.run" not in modules, "the runtime image has no gensim: `recmesh train` runs in recmesh-train"
+    train = modules_the_image_runs(image_command_lines(TRAIN_IMAGE))
+    assert {"devtools.cli", "recmesh.train.run", "recmesh.publish"} <= train
     assert image_problems(DOCKERFILE.read_text()) == []
 
 
 def test_image_check_catches_a_missing_package_or_entry_point() -> None:
     text = DOCKERFILE.read_text()
-    assert text.count("COPY serving ./serving\n") == 1 and text.count(" devtools.cli,") == 1
-    broken = text.replace("COPY serving ./serving\n", "").replace(" devtools.cli,", "")
+    assert text.count("COPY serving ./serving\n") == 1 and text.count(" serving.healthcheck,") == 1
+    broken = text.replace("COPY serving ./serving\n", "").replace(" serving.healthcheck,", "")
     problems = "\n".join(image_problems(broken))
-    assert "COPY serving/" in problems and "does not import devtools.cli" in problems
+    assert "COPY serving/" in problems and "builder smoke check does not import serving.healthcheck" in problems
+    assert text.count(" recmesh.train.run,") == 1
+    problems = "\n".join(image_problems(text.replace(" recmesh.train.run,", "")))
+    assert "train-venv smoke check does not import recmesh.train.run" in problems
 
 
-def test_the_smoke_check_runs(tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", sorted(SMOKE_STAGES.values()))
+def test_the_smoke_check_runs(name: str, tmp_path: Path) -> None:
     """The smoke check's imports succeed here, isolated (-I) like in the build, from a directory with no sources."""
-    imports = ", ".join(smoke_imports(dockerfile.parse_file(str(DOCKERFILE))))
+    imports = ", ".join(smoke_imports(dockerfile.parse_file(str(DOCKERFILE)), name))
     result = subprocess.run(
         [sys.executable, "-I", "-c", f"import {imports}"], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_the_runtime_image_needs_no_extra(tmp_path: Path) -> None:
+    """What the runtime image runs imports with the extras' libraries unimportable (as in a `pip install .` venv)."""
+    imports = ", ".join(smoke_imports(dockerfile.parse_file(str(DOCKERFILE)), "builder"))
+    blocked = ("gensim", "faiss", "hnswlib", "matplotlib", "grpc_tools")
+    script = f"import sys; sys.modules.update(dict.fromkeys({blocked!r})); import {imports}"
+    result = subprocess.run(
+        [sys.executable, "-I", "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0, result.stderr

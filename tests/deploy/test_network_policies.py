@@ -80,6 +80,9 @@ def expected_connections(objects: tuple[dict[str, Any], ...]) -> set[tuple[str, 
         # The gateway too: it reads/writes visitors' events and the version pointer (see overlays/dev).
         for source in ("embedding-store", "gateway", "train-publish"):
             expected.add((source, "redis", 6379))
+    if "redis-cache" in found:  # the vector cache: the embedding store and publish only
+        for source in ("embedding-store", "train-publish"):
+            expected.add((source, "redis-cache", 6379))
     return expected
 
 

@@ -153,12 +153,24 @@ def ids(body: dict[str, Any], key: str = "items") -> list[str]:
 
 
 def assert_error(response: httpx.Response, status: int, code: str, says: str = "") -> dict[str, Any]:
+    """The one error shape: ``{"error": {"code": <HTTP status>, "status": <gRPC status name>, "message",
+    "details": [...], "request_id"}}``, the id the same as the answer's x-request-id header."""
     assert response.status_code == status, response.text
-    error: dict[str, Any] = response.json()["error"]
-    assert error["code"] == code
-    assert error["message"]
+    body = response.json()
+    assert set(body) == {"error"}, body
+    error: dict[str, Any] = body["error"]
+    assert set(error) == {"code", "status", "message", "details", "request_id"}, error
+    assert (error["code"], error["status"]) == (status, code)
+    assert error["message"] and isinstance(error["details"], list)
+    assert error["request_id"] and error["request_id"] == response.headers["x-request-id"]
     assert says.lower() in error["message"].lower(), error["message"]
     return error
+
+
+def field_violations(error: dict[str, Any]) -> dict[str, str]:
+    """The field -> description of an error's google.rpc.BadRequest detail ({} when it has none)."""
+    bad = [d for d in error["details"] if d["@type"] == "type.googleapis.com/google.rpc.BadRequest"]
+    return {v["field"]: v["description"] for d in bad for v in d["fieldViolations"]}
 
 
 def new_user() -> str:

@@ -18,7 +18,7 @@ from gateway.event_store import EventStore
 from gateway.events import Event, now_ms, parse_weights
 from recmesh.pipeline import Model
 from recmesh.v1 import common_pb2, recommendation_service_pb2
-from serving import limits
+from serving import errors, limits
 from tests.gateway.harness import Gateway, assert_error, new_user, running_gateway
 
 session_loop = pytest.mark.asyncio(loop_scope="session")
@@ -117,6 +117,8 @@ async def test_a_flood_from_one_visitor_is_rate_limited_and_nothing_of_it_is_sto
         too_many = await limited.record(*[{"user_id": flooder, "item_id": item}] * 6)
         error = assert_error(too_many, 429, "RESOURCE_EXHAUSTED", "5 events per second")
         assert "Nothing of this call was stored" in error["message"] and flooder in error["message"]
+        assert too_many.headers["retry-after"] == "1"  # the limit's window: one second
+        assert error["details"] == [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "1s"}]
         ok = await limited.record(*[{"user_id": flooder, "item_id": item}] * 5)
         assert ok.status_code == 200 and ok.json()["stored"] == 5
         one_more = await limited.record({"user_id": flooder, "item_id": item})
@@ -128,6 +130,7 @@ async def test_a_flood_from_one_visitor_is_rate_limited_and_nothing_of_it_is_sto
                 pb.RecordEventRequest(event=common_pb2.Event(user_id=flooder, item_id=item)), timeout=5
             )
         assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert errors.from_rpc_error(info.value).retry_after_s == 1.0  # RetryInfo in grpc-status-details-bin
         redis = aioredis.Redis.from_url(redis_server.url)
         try:
             assert await redis.llen(f"recmesh:events:{flooder}") == 5

@@ -1,17 +1,20 @@
 """The gateway's gRPC server: proto3 defaults (0 = the default), bad input as INVALID_ARGUMENT with the request id
-in the trailers, values over a cap refused as over REST, and health and reflection served alongside."""
+and google.rpc.BadRequest field violations in the trailers, values over a cap refused as over REST, and health and
+reflection served alongside."""
 
 from __future__ import annotations
 
 import grpc
 import grpc.aio
 import pytest
+from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from grpc_status import rpc_status
 
 from gateway.grpc_api import SERVICE_NAME
 from recmesh.v1 import recommendation_service_pb2
-from serving import limits
+from serving import errors, limits
 from tests.gateway.harness import Gateway
 
 session_loop = pytest.mark.asyncio(loop_scope="session")
@@ -94,3 +97,24 @@ async def test_gateway_grpc_server_has_health_and_reflection(gateway: Gateway) -
     async for reply in stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")])):
         names |= {s.name for s in reply.list_services_response.service}
     assert SERVICE_NAME in names
+
+
+@session_loop
+async def test_invalid_argument_names_the_field_in_bad_request_details_beside_the_request_id(gateway: Gateway) -> None:
+    request = pb.RecommendRequest(session_item_ids=["a"], options=pb.RecommendOptions(budget_ms=10**6))
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await gateway.stub.Recommend(request, timeout=5, metadata=(("x-request-id", "bad-2"),))
+    assert dict(info.value.trailing_metadata())["x-request-id"] == "bad-2"  # the handler's trailer is kept
+    status = rpc_status.from_call(info.value)  # what any gRPC client library decodes
+    assert status is not None and status.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    bad = error_details_pb2.BadRequest()
+    assert status.details[0].Unpack(bad)
+    assert [(v.field, v.description) for v in bad.field_violations] == [("options.budget_ms", info.value.details())]
+
+
+@session_loop
+async def test_a_stages_field_violations_pass_through_the_gateway(gateway: Gateway) -> None:
+    """The gateway checks input before its hops; a stage that refuses it all the same names its fields too."""
+    with pytest.raises(errors.InvalidArgument) as info:
+        await gateway.app.state.core.clients.embeddings.get_embeddings([], timeout_s=5)
+    assert info.value.violations == (errors.FieldViolation("item_ids", "item_ids must not be empty"),)

@@ -12,6 +12,7 @@ import grpc.aio
 import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client import REGISTRY
 
 from devtools.stack import free_port
 from gateway.__main__ import _HttpServer, serve
@@ -32,7 +33,7 @@ async def test_health_readiness_metrics_and_openapi(gateway: Gateway) -> None:
     assert ready.status_code == 200 and ready.json()["ready"] is True
     assert set(ready.json()["checks"]) == {"embedding-store", "candidate-generation", "ranking", "redis"}
     metrics = await http.get("/metrics")
-    assert "recmesh_rpc_latency_seconds" in metrics.text and 'method="POST /v1/recommend"' in metrics.text
+    assert "http_server_request_duration_seconds" in metrics.text and 'http_route="/v1/recommend"' in metrics.text
     spec = (await http.get("/openapi.json")).json()
     assert {
         "/v1/recommend",
@@ -112,3 +113,37 @@ def test_budget_leaves_a_reserve_and_formats_server_timing() -> None:
     assert Budget(0).exhausted
     assert Budget.within(200, caller_deadline_s=0.05).budget_ms == pytest.approx(50)  # the caller's deadline cuts it
     assert Budget.within(200).budget_ms == 200
+
+
+def http_requests(route: str, status: str, method: str = "GET") -> float:
+    labels = {"http_request_method": method, "http_route": route, "http_response_status_code": status}
+    return REGISTRY.get_sample_value("http_server_request_duration_seconds_count", labels) or 0.0
+
+
+@session_loop
+async def test_rest_requests_are_timed_by_route_and_status_and_probes_are_not(gateway: Gateway) -> None:
+    before = http_requests("/v1/items/{item_id}/similar", "400")
+    await gateway.http.get("/v1/items/i1/similar", params={"k": 0})
+    assert http_requests("/v1/items/{item_id}/similar", "400") == before + 1  # the route's template, not the path
+    unmatched = http_requests("", "404")
+    await gateway.http.get("/v1/no/such/path")
+    assert http_requests("", "404") == unmatched + 1  # no route: one series, whatever the path
+    for probe in ("/healthz", "/readyz", "/metrics"):
+        await gateway.http.get(probe)
+    counted = {
+        s.labels.get("http_route")
+        for metric in REGISTRY.collect()
+        for s in metric.samples
+        if s.name == "http_server_request_duration_seconds_count"
+    }
+    assert not counted & {"/healthz", "/readyz", "/metrics"}
+
+
+@session_loop
+async def test_no_metric_has_a_label_named_service(gateway: Gateway, session_items: list[str]) -> None:
+    """prometheus-operator sets `service` on every target it scrapes: a label of ours by that name would clash."""
+    await gateway.http.post("/v1/recommend", json={"session": session_items})
+    await gateway.stub.Recommend(pb.RecommendRequest(session_item_ids=session_items), timeout=5)
+    labels = {name for metric in REGISTRY.collect() for s in metric.samples for name in s.labels}
+    assert "rpc_service" in labels and "http_route" in labels  # the families exist, with samples
+    assert "service" not in labels

@@ -38,7 +38,7 @@ def test_evaluate_refuses_data_with_items_the_bundle_does_not_know(
 ):
     other = tmp_path / "other.txt"
     other.write_text("u1 zz1 zz2 zz3\n")
-    assert main(["evaluate", "--bundle", str(bundle_path), "--data", str(other)]) == 2
+    assert main(["evaluate", "--bundle", str(bundle_path), "--data", str(other)]) == 1  # runtime error
     assert "not in the bundle" in capsys.readouterr().err
 
 

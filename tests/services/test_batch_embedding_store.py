@@ -24,7 +24,7 @@ from tests.services.embedding_store_helpers import cmdstat_calls, counter, runni
 
 session_loop = pytest.mark.asyncio(loop_scope="session")
 DB = 5
-DEGRADED = "recmesh_degraded_total"
+DEGRADED = "recmesh_degradations_total"
 Request = pb.GetEmbeddingsRequest
 
 
@@ -129,9 +129,9 @@ async def test_redis_down_degrades_exactly_the_members_that_needed_it(models_dir
     requests.append(Request(item_ids=ids[606:609]))
     async with running_store(models_dir, dead) as s:
         await s.stub.GetEmbeddings(warm, timeout=10)  # into the LRU: the first member needs no Redis
-        before = counter(s.metrics, DEGRADED, service="embedding_store", reason="redis_down")
+        before = counter(s.metrics, DEGRADED, component="embedding_store", reason="redis_down")
         got = batch_outcomes(await s.stub.BatchGetEmbeddings(batch_of(requests), timeout=10))
-        assert counter(s.metrics, DEGRADED, service="embedding_store", reason="redis_down") - before == 2
+        assert counter(s.metrics, DEGRADED, component="embedding_store", reason="redis_down") - before == 2
         flags = [r.response.degraded for r in (await s.stub.BatchGetEmbeddings(batch_of(requests[:1]))).results]
         assert flags == [False]
     async with running_store(models_dir, dead) as s:

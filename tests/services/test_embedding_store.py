@@ -18,8 +18,8 @@ from tests.services.embedding_store_helpers import cmdstat_calls, counter, rows_
 
 session_loop = pytest.mark.asyncio(loop_scope="session")
 DB = 3
-CACHE = "recmesh_cache_lookups_total"
-DEGRADED = "recmesh_degraded_total"
+LOOKUPS = "recmesh_embedding_lookups_total"
+DEGRADED = "recmesh_degradations_total"
 
 
 def assert_bundle_vectors(reply, model, ids: list[str]) -> None:  # type: ignore[no-untyped-def]
@@ -40,8 +40,8 @@ async def test_vectors_equal_the_bundle_bitwise_and_the_second_call_hits_the_lru
         second = await s.get(ids)
         assert second.vectors == first.vectors
         assert s.store.stats.redis_round_trips == trips  # all 50 from the LRU, no Redis call
-        assert counter(s.metrics, CACHE, service="embedding_store", result="hit", tier="lru") == 50
-        assert counter(s.metrics, CACHE, service="embedding_store", result="hit", tier="redis") == 50
+        assert counter(s.metrics, LOOKUPS, tier="lru", result="hit") == 50
+        assert counter(s.metrics, LOOKUPS, tier="redis", result="hit") == 50
 
 
 @session_loop
@@ -137,7 +137,7 @@ async def test_redis_down_serves_the_bundle_degraded_then_recovers_without_resta
             assert (await s.get(batch())).degraded
             assert s.store.stats.redis_round_trips == trips  # backing off: a dead Redis is not hammered
             degraded = sum(
-                counter(s.metrics, DEGRADED, service="embedding_store", reason=r)
+                counter(s.metrics, DEGRADED, component="embedding_store", reason=r)
                 for r in ("redis_unavailable", "redis_down")  # failed now / skipped while backing off
             )
             assert degraded == 2
@@ -159,7 +159,7 @@ async def test_slow_redis_times_out_to_the_bundle(models_dir, model, url, client
         assert time.perf_counter() - started < 0.3
         assert reply.degraded and "timeout" in reply.degraded_reason
         assert_bundle_vectors(reply, model, model.item_ids[300:305])
-        assert counter(s.metrics, DEGRADED, service="embedding_store", reason="redis_timeout") == 1
+        assert counter(s.metrics, DEGRADED, component="embedding_store", reason="redis_timeout") == 1
         await asyncio.sleep(1.1)  # pause over, back-off over
         # Recovered by itself. Polled, not asserted on one call: a 50 ms timeout can also trip on a busy machine.
         deadline = time.monotonic() + 5

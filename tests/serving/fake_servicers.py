@@ -49,7 +49,7 @@ class FakeStore(embedding_store_service_pb2_grpc.EmbeddingStoreServiceServicer):
         if self.calls <= self.unavailable_times:
             raise errors.Unavailable("warming up")
         if not request.item_ids:
-            raise errors.InvalidArgument("item_ids must not be empty")
+            raise errors.InvalidArgument("item_ids must not be empty", field="item_ids")
         if "boom" in request.item_ids:
             raise ValueError(SECRET)
         if "abort" in request.item_ids:

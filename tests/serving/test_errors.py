@@ -81,3 +81,36 @@ def test_rpc_status_of_anything_else_is_internal_naming_only_the_request_id(capl
 def test_from_rpc_error_keeps_the_code(code):
     err = errors.from_rpc_error(FailedCall(code, ""))
     assert err.grpc_code == code and err.message == f"downstream call failed: {code.name}"
+
+
+def test_an_invalid_argument_names_its_fields():
+    one = errors.InvalidArgument("k must be >= 0", field="k")
+    assert one.violations == (errors.FieldViolation("k", "k must be >= 0"),)
+    assert errors.InvalidArgument("no field").violations == ()
+    many = [errors.FieldViolation("a", "bad a"), errors.FieldViolation("b[2]", "bad b")]
+    assert errors.InvalidArgument("two", violations=many).violations == tuple(many)
+
+
+def test_details_in_json_and_in_the_grpc_trailer_round_trip():
+    bad = errors.InvalidArgument("k must be >= 0", field="k")
+    assert errors.json_details(bad) == [
+        {
+            "@type": "type.googleapis.com/google.rpc.BadRequest",
+            "fieldViolations": [{"field": "k", "description": "k must be >= 0"}],
+        }
+    ]
+    trailer = errors.status_trailer(bad, grpc.StatusCode.INVALID_ARGUMENT, bad.message)
+    assert trailer[0][0] == "grpc-status-details-bin"
+    assert errors.details_of_trailer(trailer) == (bad.violations, None)
+    busy = errors.ResourceExhausted("slow down", retry_after_s=0.25)
+    assert errors.json_details(busy) == [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "0.25s"}]
+    assert errors.retry_after_header(busy) == "1"  # whole seconds, at least one
+    trailer = errors.status_trailer(busy, grpc.StatusCode.RESOURCE_EXHAUSTED, busy.message)
+    assert errors.details_of_trailer(trailer) == ((), 0.25)
+
+
+def test_no_details_no_trailer_and_never_for_internal_errors():
+    assert errors.status_trailer(errors.NotFound("v7"), grpc.StatusCode.NOT_FOUND, "v7") == ()
+    assert errors.status_trailer(None, grpc.StatusCode.INTERNAL, "internal error") == ()
+    assert errors.details_of_trailer(None) == ((), None)
+    assert errors.retry_after_header(errors.Unavailable("down")) is None

@@ -21,7 +21,7 @@ from gateway.clients import Clients
 from gateway.grpc_api import create_grpc_server
 from gateway.settings import Settings
 from recmesh.v1 import recommendation_service_pb2, recommendation_service_pb2_grpc
-from serving import limits
+from serving import errors, limits
 
 PROTOS = Path(__file__).resolve().parents[2] / "protos" / "recmesh" / "v1"
 pb = recommendation_service_pb2
@@ -198,9 +198,22 @@ async def test_k_over_the_cap_is_invalid_argument_over_grpc_and_rest_alike(front
         await front.stub.Recommend(pb.RecommendRequest(session_item_ids=["a"], k=100_000), timeout=5)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert info.value.details() == naming_the_range
+    assert errors.from_rpc_error(info.value).violations == (errors.FieldViolation("k", naming_the_range),)
     response = await front.http.post("/v1/recommend", json={"session": ["a"], "k": 100_000})
     assert response.status_code == 400
-    assert response.json() == {"error": {"code": "INVALID_ARGUMENT", "message": naming_the_range}}
+    bad_request = {
+        "@type": "type.googleapis.com/google.rpc.BadRequest",
+        "fieldViolations": [{"field": "k", "description": naming_the_range}],
+    }
+    assert response.json() == {
+        "error": {
+            "code": 400,
+            "status": "INVALID_ARGUMENT",
+            "message": naming_the_range,
+            "details": [bad_request],
+            "request_id": response.headers["x-request-id"],
+        }
+    }
 
 
 @pytest.mark.asyncio(loop_scope="session")
@@ -217,3 +230,6 @@ async def test_every_recommend_cap_gives_one_message_over_both_faces(front: Fron
         response = await front.http.post("/v1/recommend", json={"session": ["a"], "options": {name: value}})
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and response.status_code == 400
         assert response.json()["error"]["message"] == info.value.details() and name in info.value.details()
+        violations = response.json()["error"]["details"][0]["fieldViolations"]
+        assert [v["field"] for v in violations] == [f"options.{name}"]
+        assert [v.field for v in errors.from_rpc_error(info.value).violations] == [f"options.{name}"]
