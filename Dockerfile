@@ -51,7 +51,7 @@ FROM builder AS train-venv
 RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['train']))" \
         > /tmp/requirements-train.txt \
     && pip install --only-binary=:all: -r /tmp/requirements-train.txt \
-    && python -I -c "import recmesh.train.run, recmesh.publish, gensim.models, devtools.cli"
+    && python -I -c "import recmesh.train.run, recmesh.publish, gensim.models, devtools.cli, gateway.auth"
 
 # ---- loadtest-venv: the builder's venv plus locust (the `bench` extra's locust packages only) ----------------
 FROM builder AS loadtest-venv

@@ -11,7 +11,7 @@ left is recorded (`intended` vs `start`). `python -m bench.serve` runs this head
 
 Environment: RECMESH_BENCH_SESSIONS (default: beauty.txt, docs/data.md), RECMESH_BENCH_RATE (requests/s for the
 whole process; 0 = closed loop, no wait), RECMESH_BENCH_RECORD (write every request's timings there, .npz, for
-bench.report), RECMESH_BENCH_SEED.
+bench.report), RECMESH_BENCH_SEED, RECMESH_API_KEY (sent with every request, REST and gRPC, when set).
 """
 
 from __future__ import annotations
@@ -37,6 +37,8 @@ from recmesh.v1 import common_pb2  # noqa: E402
 from recmesh.v1 import recommendation_service_pb2 as pb  # noqa: E402
 from recmesh.v1 import recommendation_service_pb2_grpc as pb_grpc  # noqa: E402
 
+API_KEY = os.environ.get("RECMESH_API_KEY", "")
+GRPC_METADATA = (("authorization", f"Bearer {API_KEY}"),) if API_KEY else None
 DEFAULT_SESSIONS = Path(__file__).resolve().parents[2] / "shared" / "data" / "beauty.txt"
 SESSIONS = Path(os.environ.get("RECMESH_BENCH_SESSIONS", str(DEFAULT_SESSIONS)))
 RATE = float(os.environ.get("RECMESH_BENCH_RATE", "0"))
@@ -224,6 +226,7 @@ class RestUser(OpenLoop, FastHttpUser):
     6 similar items, 4 rank-only calls."""
 
     wait_time = OpenLoop.wait_time  # type: ignore[assignment]
+    default_headers = {"Authorization": f"Bearer {API_KEY}"} if API_KEY else None
 
     def _post(self, path: str, name: str, body: dict[str, Any]) -> None:
         self.client.post(path, json=body, name=name, context={"intended": self.intended})
@@ -281,7 +284,7 @@ class GrpcUser(OpenLoop, User):
         exception: BaseException | None = None
         length = 0
         try:
-            reply, call = method.with_call(request, timeout=self.timeout_s)
+            reply, call = method.with_call(request, timeout=self.timeout_s, metadata=GRPC_METADATA)
             context["status"] = "OK"
             length = reply.ByteSize()
             trailing = call.trailing_metadata() or ()

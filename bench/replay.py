@@ -47,11 +47,11 @@ from serving.limits import MAX_EVENTS_PER_CALL as REST_BATCH
 BUDGET_MS = 10_000
 
 
-def offline_top(model: Model, history: np.ndarray, n_candidates: int, k: int = 10) -> list[str]:
-    """recmesh.evaluate.run's pipeline system for one user: the head of its ranking."""
+def offline_top(model: Model, history: np.ndarray, k: int = 10) -> list[str]:
+    """recmesh.evaluate.run's pipeline system for one user (the bundle's default recipe): the head of its ranking."""
     recent = history[-MAX_SESSION:]
-    candidates, scores = model.retrieve(model.query(recent), n_candidates, np.unique(history))
-    ranked, _ = model.rank(recent, candidates, scores)
+    pool = model.candidates(recent, model.default_recipe, np.unique(history))
+    ranked, _ = model.rank(recent, pool.rows, pool.scores)
     return [model.item_ids[r] for r in ranked[:k]]
 
 
@@ -103,14 +103,14 @@ def replay(
                         json={
                             "user_id": user,
                             "k": 10,
-                            "options": {"candidate_count": n_candidates, "budget_ms": BUDGET_MS},
+                            "options": {"budget_ms": BUDGET_MS},
                         },
                     )
                     answer.raise_for_status()
                     body = answer.json()
                     degraded.update(f"{d['stage']}: {d['reason']}" for d in body["degradations"])
                     served = [i["item_id"] for i in body["items"]]
-                    expected = offline_top(model, history, n_candidates)
+                    expected = offline_top(model, history)
                     wanted = model.item_ids[target]
                     served_hits.append(wanted in served)
                     offline_hits.append(wanted in expected)
@@ -140,6 +140,7 @@ def replay(
         "dataset": dataset.name,
         "users": len(histories),
         "candidates": n_candidates,
+        "recipe": str(model.default_recipe),
         "events_per_user": events_per_user,
         "users_with_history_over_events_per_user": int((lengths > events_per_user).sum()),
         "users_with_history_over_max_session": int((lengths > MAX_SESSION).sum()),

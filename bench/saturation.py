@@ -36,16 +36,17 @@ UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 
 LUA = """
 bodies = {%s}
+headers = {["Content-Type"] = "application/json"%s}
 counter = 0
 request = function()
   counter = counter + 1
-  return wrk.format("POST", "/v1/recommend", {["Content-Type"] = "application/json"}, bodies[counter %% #bodies + 1])
+  return wrk.format("POST", "/v1/recommend", headers, bodies[counter %% #bodies + 1])
 end
 """
 
 
-def lua_script(sessions: Path, n: int = 2000, seed: int = 0) -> str:
-    """wrk's request function over `n` sessions of 2 to 5 known items (k=10)."""
+def lua_script(sessions: Path, n: int = 2000, seed: int = 0, api_key: str | None = None) -> str:
+    """wrk's request function over `n` sessions of 2 to 5 known items (k=10), each with the API key if given."""
     rng = random.Random(seed)
     lines = [line.split()[1:] for line in sessions.read_text().splitlines()]
     bodies = []
@@ -54,7 +55,8 @@ def lua_script(sessions: Path, n: int = 2000, seed: int = 0) -> str:
         length = min(len(items), rng.randint(2, 5))
         start = rng.randint(0, len(items) - length)
         bodies.append(json.dumps({"session": items[start : start + length], "k": 10}))
-    return LUA % ",".join(json.dumps(b) for b in bodies)
+    key = f', ["Authorization"] = "Bearer {api_key}"' if api_key else ""
+    return LUA % (",".join(json.dumps(b) for b in bodies), key)
 
 
 def run_wrk(url: str, script: Path, threads: int, connections: int, seconds: float) -> dict[str, Any]:
@@ -102,8 +104,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     models, sessions = bench_bundle(args.items, Path(args.cache))
     with tempfile.TemporaryDirectory() as tmp:
         script = Path(tmp) / "sessions.lua"
-        script.write_text(lua_script(sessions))
-        with LocalStack(models.resolve()) as stack:
+        with LocalStack(models.resolve(), auth=True) as stack:  # every request pays the key check, as in production
+            script.write_text(lua_script(sessions, api_key=stack.api_key))
             print(f"stack up on {bundle.resolve(models).name}; warming up ...", file=sys.stderr)
             run_wrk(stack.http_url + "/v1/recommend", script, 1, 8, 5)
             time.sleep(1)

@@ -254,9 +254,10 @@ def run_locust(
     csv_prefix: Path | None,
     users: int | None = None,
     pids: dict[str, int] | None = None,
+    api_key: str | None = None,
 ) -> tuple[int, float]:
     """Run locust headless at `rate` for `duration` s; returns (users, the process' CPU seconds, all of it).
-    Its pid is added to `pids` (as "locust") while it runs."""
+    Its pid is added to `pids` (as "locust") while it runs. Every request carries ``api_key`` when given."""
     users = users or max(16, math.ceil(rate * 0.1))  # idle users absorb latency up to users / rate seconds
     cmd = [
         sys.executable,
@@ -290,6 +291,7 @@ def run_locust(
         "RECMESH_BENCH_RATE": str(rate),
         "RECMESH_BENCH_RECORD": str(record),
         "PYTHONPATH": str(ROOT),
+        "RECMESH_API_KEY": api_key or "",
     }
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     if pids is not None:
@@ -358,7 +360,9 @@ def run_step(
     spies = py_spy(pids, duration * 0.8, profile) if profile else []
     sampler = Sampler(dict(pids))
     sampler.start()
-    users, locust_cpu_all = run_locust(protocol, host, rate, duration, sessions, record, csv_prefix, pids=sampler.pids)
+    users, locust_cpu_all = run_locust(
+        protocol, host, rate, duration, sessions, record, csv_prefix, pids=sampler.pids, api_key=stack.api_key
+    )
     sampler.stop()
     wall = time.monotonic() - wall0
     busy1, total1 = machine_busy()
@@ -462,7 +466,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     series: list[dict[str, list[float]]] = []
     print("starting the stack (redis, embedding-store, candidate-generation, ranking, gateway) ...", file=sys.stderr)
     (run_dir / "logs").mkdir(exist_ok=True)
-    with LocalStack(models_dir, replicas=parse_replicas(args.replicas), log_dir=run_dir / "logs") as stack:
+    replicas = parse_replicas(args.replicas)
+    with LocalStack(models_dir, replicas=replicas, log_dir=run_dir / "logs", auth=True) as stack:  # keys checked
         if args.warmup > 0:
             print(f"warm-up: {args.warmup:g}s at {steps_rates[0]:g}/s", file=sys.stderr)
             run_locust(
@@ -473,6 +478,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 sessions,
                 run_dir / "warmup.npz",
                 None,
+                api_key=stack.api_key,
             )
         for rate in steps_rates:
             profile = Path(args.profile) / f"{args.protocol}-{rate:g}" if args.profile and rate == args.rate else None

@@ -24,7 +24,7 @@ from pydantic_core import PydanticUndefined
 from pydantic_settings import BaseSettings
 
 from gateway.settings import Settings as GatewaySettings
-from recmesh import cli
+from recmesh import bundle, cli
 from services.candidate_generation.settings import Settings as CandidateGenerationSettings
 from services.embedding_store.settings import Settings as EmbeddingStoreSettings
 from services.ranking.settings import Settings as RankingSettings
@@ -159,6 +159,9 @@ def render() -> str:
         "| --- | --- |",
         *(f"| `{name}` | {', '.join(options)} |" for name, options in cli_variables().items()),
         f"| `{cli.DEBUG_ENV}` | `1`: on an error, print the traceback too (same as `recmesh --debug`) |",
+        f"| `{bundle.SIGNING_KEY_ENV}` | read by every process that writes or loads bundles (`recmesh train`, `recmesh "
+        "publish`, the three services): set, manifests are signed (HMAC-SHA256) and every load refuses a missing or "
+        "bad signature; unset, bundles are neither signed nor checked (docs/security.md) |",
         "",
     ]
     return "\n".join(lines)

@@ -2,7 +2,7 @@
 
 `LocalStack` is what `recmesh up`, the integration tests and the benchmarks start, so they run exactly what a user
 runs. It starts the services by module name (`python -m services.ranking`): the runner sits above everything it
-runs and imports none of it.
+runs and imports none of it (but gateway.auth, to make a dev API key when ``auth=True``: ``recmesh up``).
 
 Redis plays two roles, each its own redis-server because eviction and persistence are per instance
 (docs/reliability.md): the *store* (visitors' events, the version pointer: AOF with ``appendfsync always``,
@@ -212,6 +212,11 @@ class LocalStack:
     redis_cache_url: str | None = None  # the vector cache; None = a private one (or redis_url when that is given)
     redis_servers: list[RedisServer] = field(default_factory=list)
     log: Callable[[str], None] = field(default=lambda line: None)  # supervise() reports restarts here
+    # True: the gateway checks API keys from a keys file written in log_dir, holding one generated key with every
+    # scope (api_key; what `recmesh up` prints). False: the gateway runs with AUTH=disabled (tests, benchmarks
+    # about something else).
+    auth: bool = False
+    api_key: str | None = None
 
     def __post_init__(self) -> None:
         self.http_port = self.http_port or free_port()
@@ -361,6 +366,7 @@ class LocalStack:
                 addresses.setdefault(service, []).append(address)
         gateway_env = {
             **common,
+            **self._auth_env(),
             "HTTP_PORT": str(self.http_port),
             "GRPC_PORT": str(self.grpc_port),
             "EMBEDDING_STORE_ADDR": ",".join(addresses["embedding_store"]),
@@ -371,6 +377,23 @@ class LocalStack:
         for process in self.processes[:-1]:
             _wait(lambda p=process: grpc_serving(p.address) or self._died(p), timeout, process.name)
         _wait(lambda: http_ok(self.http_url + "/readyz") or self._died(self.processes[-1]), timeout, "gateway")
+
+    def _auth_env(self) -> dict[str, str]:
+        """The gateway's AUTH / AUTH_KEYS_FILE: a fresh dev key (all scopes) in a file only we can read, or
+        auth explicitly off."""
+        if not self.auth:
+            return {"AUTH": "disabled"}
+        from gateway.auth import write_dev_keys
+
+        assert self.log_dir is not None
+        path = self.log_dir / "api-keys.json"
+        self.api_key = write_dev_keys(path)
+        return {"AUTH": "keys", "AUTH_KEYS_FILE": str(path)}
+
+    @property
+    def auth_headers(self) -> dict[str, str]:
+        """The header that carries the dev key ({} when auth is off)."""
+        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
 
     def _died(self, process: Process) -> bool:
         if process.popen.poll() is not None:

@@ -65,22 +65,26 @@ def run(args: argparse.Namespace) -> int:
         cpu_limits=cpu_limits,
         redis_cache_url=args.redis_cache_url,
         log=lambda line: print(f"recmesh up: {line}", file=sys.stderr, flush=True),
+        auth=True,  # a fresh dev key with every scope, printed below (docs/security.md)
     )
     print("starting redis, embedding-store, candidate-generation, ranking, gateway ...", file=sys.stderr)
     stack.start()
     model = bundle.resolve(models_dir)
     items = (model / "items.txt").read_text().split("\n")[:2]
+    # JSON only (the gateway refuses other content types) and the dev key (docs/security.md)
+    curl = f"curl -s -H 'Content-Type: application/json' -H 'Authorization: Bearer {stack.api_key}'"
     print(
         f"""
 recmesh is up (model {model.name}); logs in {stack.log_dir}
   REST  {stack.http_url}   (OpenAPI: {stack.http_url}/docs, metrics: {stack.http_url}/metrics)
   gRPC  {stack.grpc_address}   (reflection on: grpcurl -plaintext {stack.grpc_address} list)
   redis {stack.redis_url} (events, version pointer; AOF)   cache {stack.redis_cache_url} (vectors)
+  API key (every scope, this run only): {stack.api_key}
 Try:
-  curl -s {stack.http_url}/v1/recommend -d '{{"session": ["{items[0]}", "{items[1]}"], "k": 10}}'
-  curl -s {stack.http_url}/v1/items/{items[0]}/similar?k=5
-  curl -s {stack.http_url}/v1/events -d '{{"user_id": "u1", "item_id": "{items[0]}", "type": "view"}}'
-  curl -s {stack.http_url}/v1/recommend -d '{{"user_id": "u1", "k": 5}}'
+  {curl} {stack.http_url}/v1/recommend -d '{{"session": ["{items[0]}", "{items[1]}"], "k": 10}}'
+  {curl} {stack.http_url}/v1/items/{items[0]}/similar?k=5
+  {curl} {stack.http_url}/v1/events -d '{{"user_id": "u1", "item_id": "{items[0]}", "type": "view"}}'
+  {curl} {stack.http_url}/v1/recommend -d '{{"user_id": "u1", "k": 5}}'
 A crashed process is restarted (with backoff). Ctrl-C stops everything.""",
         flush=True,
     )

@@ -13,13 +13,16 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sys
 from collections.abc import Callable, Iterator
 
 import uvicorn
 import uvloop
 
 from gateway.app import create_app
+from gateway.auth import AuthConfigError
 from gateway.clients import Clients
+from gateway.edge import edge_protocol
 from gateway.grpc_api import create_grpc_server
 from gateway.settings import Settings
 from serving.gc_tuning import tune_for_serving
@@ -46,13 +49,20 @@ async def serve(
     clients = Clients.open(settings)
     app = create_app(settings, clients=clients)
     grpc_server, grpc_port, health = await create_grpc_server(
-        app.state.core, f"[::]:{settings.grpc_port}", settings.max_message_mb, settings.max_connection_age_s
+        app.state.core,
+        f"[::]:{settings.grpc_port}",
+        settings.max_message_mb,
+        settings.max_connection_age_s,
+        authenticator=app.state.auth,
+        max_concurrent_rpcs=settings.max_in_flight,
     )
     config = uvicorn.Config(
         asgi_middleware(app, app.routes),  # tracing on: a span per HTTP request around everything; off: the app
         host="0.0.0.0",
         port=settings.http_port,
-        http="httptools",
+        http=edge_protocol(settings.header_timeout_s, settings.body_timeout_s),  # httptools with read timeouts
+        limit_concurrency=settings.max_connections,  # connections (and tasks) over it: uvicorn's 503
+        timeout_keep_alive=5,  # an idle keep-alive connection is closed after 5 s
         lifespan="on",
         access_log=False,
         log_config=None,
@@ -89,6 +99,9 @@ def main() -> None:
     configure_tracing("gateway")
     try:
         uvloop.run(serve(settings, when_serving=tune_for_serving))
+    except AuthConfigError as e:  # a configuration mistake, not a crash: one line, no traceback
+        log.error("%s", e)
+        sys.exit(f"gateway: {e}")
     finally:
         shutdown_tracing()
 

@@ -24,10 +24,12 @@ from fastapi import FastAPI, Query, Request
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from starlette.responses import Response
 
-from gateway import readiness, schemas
+from gateway import auth, readiness, schemas
+from gateway.auth_http import AuthMiddleware
 from gateway.budget import server_timing
 from gateway.clients import Clients, Scored
 from gateway.core import GatewayCore
+from gateway.edge import EdgeLimits, EdgeMiddleware
 from gateway.events import Event
 from gateway.fast_path import RecommendFastPath
 from gateway.json_response import JsonResponse
@@ -45,9 +47,18 @@ log = logging.getLogger(__name__)
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"model": schemas.ErrorOut, "description": "Bad input (malformed JSON, wrong types, out of range)."},
     404: {"model": schemas.ErrorOut, "description": "Unknown item or model version."},
+    401: {"model": schemas.ErrorOut, "description": "No API key, or not a valid one (WWW-Authenticate: Bearer)."},
+    403: {"model": schemas.ErrorOut, "description": "The API key lacks the scope the call needs."},
+    429: {"model": schemas.ErrorOut, "description": "The API key is over its rate limit (Retry-After)."},
     413: {"model": schemas.ErrorOut, "description": f"Body larger than {limits.MAX_BODY_BYTES} bytes."},
+    408: {"model": schemas.ErrorOut, "description": "The body did not arrive in time (BODY_TIMEOUT_S); closed."},
+    415: {"model": schemas.ErrorOut, "description": "The body is not JSON (Content-Type application/json)."},
     500: {"model": schemas.ErrorOut, "description": "A bug of ours: the message names only the request id."},
-    503: {"model": schemas.ErrorOut, "description": "No useful answer: a needed backend is down (Retry-After)."},
+    503: {
+        "model": schemas.ErrorOut,
+        "description": "No useful answer: a needed backend is down, or the gateway is overloaded and shed the "
+        "request at once (Retry-After).",
+    },
 }
 
 
@@ -118,19 +129,43 @@ def create_app(settings: Settings, clients: Clients | None = None, versions: Mod
     )
     app.state.core = GatewayCore.build(clients, versions, settings.budget_ms) if clients is not None else None
     app.state.draining = False
+    app.state.auth = auth.Authenticator.from_settings(settings)  # no keys and not AUTH=disabled: no gateway
     if settings.rest_fast_path:  # added first: it runs inside GatewayMiddleware (request id, body cap, metrics)
         app.add_middleware(RecommendFastPath, answer=recommend_answer)
+    app.add_middleware(AuthMiddleware, auth=app.state.auth)  # every route, the fast one included
+    app.add_middleware(EdgeMiddleware, limits=EdgeLimits.of(settings))  # content type, shedding, body deadline
     app.add_middleware(GatewayMiddleware)
     install_error_handlers(app)
     _add_recommend_route(app)
     _add_stage_routes(app)
     _add_event_route(app)
     _add_operations_routes(app)
+    _document_no_422(app)
     return app
+
+
+def _document_no_422(app: FastAPI) -> None:
+    """FastAPI documents a 422 for every route with parameters; this gateway answers bad input 400 (the error
+    shape above), so the document drops the 422 and its schemas rather than promise an answer never sent."""
+    framework_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = framework_openapi()
+            for operations in document["paths"].values():
+                for operation in operations.values():
+                    operation["responses"].pop("422", None)
+            for unused in ("HTTPValidationError", "ValidationError"):
+                document.get("components", {}).get("schemas", {}).pop(unused, None)
+        return app.openapi_schema  # type: ignore[return-value]
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 async def recommend_answer(core: GatewayCore, body: schemas.RecommendIn) -> JsonResponse:
     """POST /v1/recommend's answer to a body of the right shape (also what gateway/fast_path.py sends)."""
+    if body.user_id:  # a visitor's history shapes the answer (and its unknown_item_ids): theirs to read
+        auth.require("history:read")
     o = body.options
     options = RecommendOptions(
         skip_ranking=o.skip_ranking,
@@ -139,6 +174,7 @@ async def recommend_answer(core: GatewayCore, body: schemas.RecommendIn) -> Json
         budget_ms=o.budget_ms,
         query_vector=_vector(o.query_vector),
         include_seen=o.include_seen,
+        sources=o.sources,
     )
     rec = await core.recommender.recommend(
         RecommendRequest(body.session, body.user_id or "", body.k, options, body.model_version)
@@ -245,12 +281,17 @@ def _add_event_route(app: FastAPI) -> None:
 
 
 def _add_operations_routes(app: FastAPI) -> None:
-    @app.get("/healthz", tags=["health"])
+    @app.get("/healthz", tags=["health"], response_model=schemas.HealthOut)
     async def healthz() -> Response:
         """The process is alive."""
         return JsonResponse({"status": "ok"})
 
-    @app.get("/readyz", tags=["health"], responses={503: {"description": "Draining, or no model loaded yet."}})
+    @app.get(
+        "/readyz",
+        tags=["health"],
+        response_model=schemas.ReadyOut,
+        responses={503: {"model": schemas.ReadyOut, "description": "Draining, or no model loaded yet."}},
+    )
     async def readyz(request: Request) -> Response:
         """Ready (200) whenever this process can answer, degraded included: a stage or Redis that is down is
         listed under ``degraded``, not a 503. 503 only while draining or before a model is loaded."""

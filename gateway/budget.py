@@ -8,6 +8,13 @@
     budget.server_timing()                     # "embeddings;dur=1.2, total;dur=1.4"
 
 Each hop's deadline is what is left of the request's budget minus a small reserve for building the answer.
+
+Time spent queued counts: a budget starts when the request arrived, not when its handler got the CPU. The REST
+edge (gateway/edge.py) sets :data:`arrived_at` for the request's task (its estimate of when the request's bytes
+arrived); a Budget built in that task starts then, so "total" includes the queueing and the hops get what is left.
+
+    token = arrived_at.set(time.perf_counter() - 0.040)   # the request waited 40 ms before we saw it
+    Budget(200).remaining_ms()                            # ~158 (reserve 2 ms)
 """
 
 from __future__ import annotations
@@ -15,6 +22,10 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
+
+# perf_counter() when the current request arrived (None: unknown, the budget starts when it is built).
+arrived_at: ContextVar[float | None] = ContextVar("recmesh_arrived_at", default=None)
 
 RESERVE_MS = 2.0  # kept back from every hop's deadline for answering
 MIN_HOP_MS = 0.5  # below this, a hop cannot finish: the budget is exhausted
@@ -25,11 +36,14 @@ class Budget:
 
     __slots__ = ("budget_ms", "reserve_ms", "_start", "timings")
 
-    def __init__(self, budget_ms: float, reserve_ms: float = RESERVE_MS) -> None:
+    def __init__(self, budget_ms: float, reserve_ms: float = RESERVE_MS, started: float | None = None) -> None:
         self.budget_ms = float(budget_ms)
         # A tiny budget keeps most of itself for the hops rather than reserving more than it has.
         self.reserve_ms = min(reserve_ms, self.budget_ms / 10)
-        self._start = time.perf_counter()
+        # From the request's arrival when the edge knows it (queue time is spent from the budget), else now.
+        if started is None:
+            started = arrived_at.get()
+        self._start = time.perf_counter() if started is None else started
         self.timings: dict[str, float] = {}
 
     @classmethod

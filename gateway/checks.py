@@ -60,6 +60,12 @@ def ids(name: str, items: Sequence[str]) -> None:
         identifier(f"{name}[{i}]", item)
 
 
+def session(name: str, items: Sequence[str]) -> None:
+    """A caller's session: at most MAX_SESSION_ITEMS ids (only the most recent MAX_SESSION are used), each valid."""
+    count(name, items, limits.MAX_SESSION_ITEMS)
+    ids(name, items)
+
+
 def model_version(value: str) -> None:
     if len(value) > limits.MAX_VERSION_LEN:
         raise InvalidArgument(
@@ -83,14 +89,29 @@ def packed_query(vector: np.ndarray, dim: int, version: str, field: str = "query
         raise InvalidArgument(f"query_vector has {vector.size} dims, model {version} expects {dim}", field=field)
     if not np.isfinite(vector).all():
         raise InvalidArgument("query_vector contains NaN or infinite values", field=field)
+    if not query_norm_fits(vector):
+        raise InvalidArgument(QUERY_TOO_LARGE, field=field)
     return vectors.pack(vector)
 
 
+QUERY_TOO_LARGE = "query_vector is too large: its squared norm overflows float32 (its scores would not be finite)"
+
+
+def query_norm_fits(vector: np.ndarray) -> bool:
+    """Whether every score of ``vector`` (a dot product with unit item vectors, at most its norm) is finite: its
+    squared norm, summed in float64, is within float32's range. The stage service applies the same rule."""
+    wide = vector.astype(np.float64)
+    return float(np.dot(wide, wide)) <= limits.MAX_QUERY_SQUARED_NORM
+
+
 def finite_scores(scores: Sequence[float]) -> None:
-    """Each candidate's score (``candidates[i].score``) is a finite number."""
-    bad = next((i for i, s in enumerate(scores) if not math.isfinite(s)), None)
+    """Each candidate's score (``candidates[i].score``) is a finite number, in float32's range (its wire type)."""
+    bad = next((i for i, s in enumerate(scores) if not (math.isfinite(s) and abs(s) <= limits.MAX_SCORE)), None)
     if bad is not None:
-        raise InvalidArgument("candidate scores must be finite numbers", field=f"candidates[{bad}].score")
+        raise InvalidArgument(
+            f"candidate scores must be finite numbers of at most {limits.MAX_SCORE:g} in magnitude",
+            field=f"candidates[{bad}].score",
+        )
 
 
 def event_count(events: Sequence[object], cap: int, unit: str) -> None:

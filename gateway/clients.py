@@ -39,6 +39,7 @@ from recmesh.v1 import (
 )
 from serving import vectors
 from serving.server import make_channel
+from serving.tls import TlsFiles
 
 EMBEDDING_STORE = "embedding-store"
 CANDIDATE_GENERATION = "candidate-generation"
@@ -131,14 +132,17 @@ class CandidateGenerationClient:
         exclude_item_ids: Sequence[str] = (),
         model_version: str = "",
         timeout_s: float,
+        sources: str = "",
     ) -> Scored:
-        """Nearest items for a packed float32 query vector, or for item ids (exactly one of the two)."""
+        """Nearest items for a packed float32 query vector, or for item ids (exactly one of the two); with
+        `sources` (a recipe) the merged pool of those sources, item ids being the session."""
         request = candidate_generation_service_pb2.RetrieveCandidatesRequest(
             query_vector=query_vector,
             item_ids=item_ids,
             k=k,
             exclude_item_ids=exclude_item_ids,
             model_version=model_version,
+            sources=sources,
         )
         return await self.stage.call(request, timeout_s)
 
@@ -244,10 +248,11 @@ class Clients:
             CANDIDATE_GENERATION: settings.candidate_generation_addr,
             RANKING: settings.ranking_addr,
         }
+        tls = TlsFiles.from_settings(settings)  # mutual TLS to the stages when TLS_* are set (docs/security.md)
         return cls(
-            make_channel(settings.embedding_store_addr, mb),
-            make_channel(settings.candidate_generation_addr, mb),
-            make_channel(settings.ranking_addr, mb),
+            make_channel(settings.embedding_store_addr, mb, tls),
+            make_channel(settings.candidate_generation_addr, mb, tls),
+            make_channel(settings.ranking_addr, mb, tls),
             EventStore.from_url(
                 settings.redis_url,
                 timeout_ms=settings.redis_timeout_ms,

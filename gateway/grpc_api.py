@@ -5,7 +5,7 @@ value goes to the use cases as sent, so a value out of range is INVALID_ARGUMENT
 REST (:mod:`gateway.checks`). The caller's own gRPC deadline cuts the budget. Trailing metadata carries
 ``x-request-id`` (also on errors) and ``server-timing`` (same format as the REST header).
 
-    server, port, health = await create_grpc_server(core, "[::]:50050")
+    server, port, health = await create_grpc_server(core, "[::]:50050", authenticator=app.state.auth)
 """
 
 from __future__ import annotations
@@ -18,6 +18,9 @@ import grpc.aio
 import numpy as np
 from grpc_health.v1 import health
 
+from gateway import auth
+from gateway.auth import Authenticator
+from gateway.auth_grpc import AuthInterceptor
 from gateway.budget import server_timing
 from gateway.clients import Embeddings, Scored
 from gateway.core import GatewayCore
@@ -79,6 +82,7 @@ def _recommend_request(request: pb.RecommendRequest) -> RecommendRequest:
         budget_ms=o.budget_ms or None,  # None: the gateway's default
         query_vector=_query_vector(o.query_vector),
         include_seen=o.include_seen,
+        sources=o.sources or None,  # None: the default (RecommendOptions.sources)
     )
     k = request.k or limits.DEFAULT_K
     return RecommendRequest(list(request.session_item_ids), request.user_id, k, options, request.model_version)
@@ -118,6 +122,8 @@ class RecommendationServicer(recommendation_service_pb2_grpc.RecommendationServi
 
     async def Recommend(self, request: pb.RecommendRequest, context: grpc.aio.ServicerContext) -> pb.RecommendResponse:
         async def recommend(deadline_s: float | None) -> Recommendation:
+            if request.user_id:  # a visitor's history shapes the answer (and its unknown_item_ids): theirs to read
+                auth.require("history:read")
             return await self.core.recommender.recommend(_recommend_request(request), deadline_s)
 
         rec = await self._serve(context, recommend)
@@ -222,13 +228,28 @@ class RecommendationServicer(recommendation_service_pb2_grpc.RecommendationServi
 
 
 async def create_grpc_server(
-    core: GatewayCore, address: str, max_message_mb: int = 4, max_connection_age_s: float = 30.0
+    core: GatewayCore,
+    address: str,
+    max_message_mb: int = 4,
+    max_connection_age_s: float = 30.0,
+    *,
+    authenticator: Authenticator,
+    max_concurrent_rpcs: int | None = None,
 ) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
-    """The gateway's gRPC server (RecommendationService + health + reflection), bound and started."""
+    """The gateway's gRPC server (RecommendationService + health + reflection), bound and started; every
+    RecommendationService call is checked by ``authenticator`` (gateway/auth_grpc.py)."""
 
     def register(server: grpc.aio.Server) -> None:
         recommendation_service_pb2_grpc.add_RecommendationServiceServicer_to_server(
             RecommendationServicer(core), server
         )
 
-    return await create_server(address, register, [SERVICE_NAME], max_message_mb, max_connection_age_s)
+    return await create_server(
+        address,
+        register,
+        [SERVICE_NAME],
+        max_message_mb,
+        max_connection_age_s,
+        interceptors=[AuthInterceptor(authenticator, SERVICE_NAME)],
+        maximum_concurrent_rpcs=max_concurrent_rpcs,  # more at once: RESOURCE_EXHAUSTED (MAX_IN_FLIGHT)
+    )

@@ -16,13 +16,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
-from starlette.responses import Response
+from starlette.responses import JSONResponse
 
 from serving.logs import get_request_id
 
 
-class JsonResponse(Response):
-    """JSON rendered by orjson (numpy arrays and scalars included)."""
+class JsonResponse(JSONResponse):
+    """JSON rendered by orjson (numpy arrays and scalars included). A JSONResponse, so that FastAPI documents a
+    route's response_model under it (for any other response class it writes ``{"type": "string"}``)."""
 
     media_type = "application/json"
 

@@ -3,7 +3,7 @@
     app.add_middleware(GatewayMiddleware)          # FastAPI / Starlette
 
 It sets the request id (the caller's ``x-request-id``, or a new one) for the request's task and answers with it,
-reads every body as JSON, refuses bodies over limits.MAX_BODY_BYTES (413, chunked ones counted while read), times
+refuses bodies over limits.MAX_BODY_BYTES (413, chunked ones counted while read), times
 every request into ``http_server_request_duration_seconds`` (OpenTelemetry's http.server.request.duration: method,
 route template, status code; probes are not counted), and turns an unhandled exception into a 500 naming only
 the request id.
@@ -38,13 +38,6 @@ def _duration(method: str, route: str, status: int) -> Any:
     return child
 
 
-def _as_json(scope: Scope) -> Scope:
-    """Every body is JSON: read it as such whatever the Content-Type says, so that `curl -d '{...}'` (which sends
-    application/x-www-form-urlencoded) works as the README shows."""
-    headers = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
-    return {**scope, "headers": [*headers, (b"content-type", b"application/json")]}
-
-
 class GatewayMiddleware:
     """Request id in and out, the body cap, latency/error metrics, and a last-resort 500 that names the
     request id but nothing internal. Plain ASGI (no BaseHTTPMiddleware task hop on the hot path)."""
@@ -74,8 +67,6 @@ class GatewayMiddleware:
                 message["headers"] = [*message.get("headers", ()), rid_header]
             await send(message)
 
-        if scope["method"] in ("POST", "PUT", "PATCH"):
-            scope = _as_json(scope)
         try:
             length = next((v for k, v in headers if k == b"content-length"), None)
             if length is not None and int(length) > self.max_body_bytes:

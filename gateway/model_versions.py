@@ -73,6 +73,7 @@ class VersionInfo:
         self.dim = int(manifest["dim"])
         self.query_decay = float(manifest["params"]["query_decay"])
         self.default_candidates = int(manifest["params"].get("candidates", limits.DEFAULT_CANDIDATE_COUNT))
+        self.default_recipe = str(manifest.get("sources", {}).get("default_recipe", ""))  # "" = ANN alone
         self._items: CatalogItems | None = None
         self._lock = asyncio.Lock()
 

@@ -33,6 +33,7 @@ from gateway.event_store import EventStoreUnavailable, History
 from gateway.hops import CANDIDATES_HOP, EMBEDDINGS_HOP, RANKING_HOP, Degradation, Plan
 from gateway.model_versions import ModelVersions, VersionInfo
 from recmesh.pipeline import session_query
+from recmesh.sources.recipe import RecipeError, parse_recipe
 from serving import limits, vectors
 from serving.errors import InvalidArgument, NotFound, Unavailable
 
@@ -47,6 +48,7 @@ class RecommendOptions:
     budget_ms: int | None = None  # None = the gateway's default
     query_vector: np.ndarray | None = None  # (dim,) float32; replaces the session's query
     include_seen: bool = False
+    sources: str | None = None  # a recipe, "ann:100,covisit:100"; None = see Recommender._sources
 
 
 @dataclass(frozen=True)
@@ -80,13 +82,28 @@ def _check(request: RecommendRequest) -> None:
     checks.optional_in_range("options.candidate_count", options.candidate_count, 1, limits.MAX_CANDIDATE_COUNT)
     checks.optional_in_range("options.budget_ms", options.budget_ms, 1, limits.MAX_BUDGET_MS)
     checks.count("options.exclude_item_ids", options.exclude_item_ids, limits.MAX_EXCLUDE)
-    checks.ids("session_item_ids", request.session_item_ids)
+    checks.session("session_item_ids", request.session_item_ids)
     checks.ids("options.exclude_item_ids", options.exclude_item_ids)
     checks.identifier("user_id", request.user_id, required=False)
     checks.model_version(request.model_version)
     checks.query_vector_size(options.query_vector, field="options.query_vector")
+    if options.sources is not None:
+        _check_recipe(options.sources)
     if options.query_vector is None and not request.session_item_ids and not request.user_id:
         raise InvalidArgument(checks.EMPTY_SESSION, field="session_item_ids")
+
+
+def _check_recipe(text: str) -> None:
+    """Syntax, source names and caps, before any hop; whether the version has every source is its to say."""
+    if len(text) > MAX_RECIPE_CHARS:
+        raise InvalidArgument(f"options.sources is longer than {MAX_RECIPE_CHARS} characters", field="options.sources")
+    try:
+        parse_recipe(text)
+    except RecipeError as e:
+        raise InvalidArgument(str(e), field="options.sources") from e
+
+
+MAX_RECIPE_CHARS = 200
 
 
 def _known_weights(session: list[str], weights: list[float], found: Embeddings) -> np.ndarray | None:
@@ -142,7 +159,7 @@ class Recommender:
         candidates: Scored | None = None
         if query_bytes:
             plan.version = query_version
-            candidates = await self._candidates(plan, request, exclude, query_vector=query_bytes)
+            candidates = await self._candidates(plan, request, exclude, query_vector=query_bytes, session=session)
         elif session:
             embeddings = await self._embeddings(plan, session)
             if embeddings is None:  # store down or late: candidate generation queries by item ids instead
@@ -150,7 +167,10 @@ class Recommender:
             elif embeddings.item_ids:
                 decay = self._manifest(embeddings.model_version).query_decay
                 query = session_query(embeddings.vectors, decay, _known_weights(session, weights, embeddings))
-                candidates = await self._candidates(plan, request, exclude, query_vector=vectors.pack(query))
+                # the session goes along for the sources that read it (covisit); ANN alone needs the vector only
+                candidates = await self._candidates(
+                    plan, request, exclude, query_vector=vectors.pack(query), session=session
+                )
 
         if candidates is None:  # nothing to query with, or no candidates: the most popular items
             item_ids, scores = await self._popular(plan, request.k, set(exclude))
@@ -200,16 +220,20 @@ class Recommender:
         *,
         query_vector: bytes = b"",
         item_ids: Sequence[str] = (),
+        session: Sequence[str] = (),
     ) -> Scored | None:
-        """Hop 2, with the exclusions applied. None when there are no candidates to rank (popular items next)."""
-        k = self._candidate_count(plan, request)
+        """Hop 2, with the exclusions applied. None when there are no candidates to rank (popular items next).
+        With a recipe (`_sources`) the whole merged pool of its sources comes back, in one hop."""
+        sources = self._sources(plan, request)
+        k = 0 if sources else self._candidate_count(plan, request)
 
         async def retrieve(timeout_s: float) -> Scored:
             try:
                 return await self.clients.candidates.retrieve(
                     query_vector=query_vector,
-                    item_ids=item_ids,
+                    item_ids=item_ids or (session if sources else ()),
                     k=k,
+                    sources=sources,
                     exclude_item_ids=exclude[: limits.MAX_EXCLUDE],
                     model_version=plan.version,
                     timeout_s=timeout_s,
@@ -266,6 +290,16 @@ class Recommender:
         if asked is None:
             asked = min(self._manifest(plan.version).default_candidates, limits.MAX_CANDIDATE_COUNT)
         return max(asked, request.k)
+
+    def _sources(self, plan: Plan, request: RecommendRequest) -> str:
+        """The request's recipe; else ANN alone when it set candidate_count; else the pinned version's default
+        recipe ("" for a version without one: ANN alone, as before recipes)."""
+        options = request.options
+        if options.sources is not None:
+            return options.sources
+        if options.candidate_count is not None:
+            return ""
+        return self._manifest(plan.version).default_recipe
 
     def _manifest(self, version: str) -> VersionInfo:
         try:

@@ -11,15 +11,23 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, StrictBool, StrictInt, Tag
 from pydantic.config import JsonDict
 
 from gateway.events import EARLIEST_DATE, MAX_FUTURE_HOURS
 from serving import limits
 
 ItemId = Annotated[str, Field(json_schema_extra={"minLength": 1, "maxLength": limits.MAX_ID_LEN})]
-QueryVector = list[float] | None
+# Strict numbers: `"k": false` or `"k": "5"` is a 400, not 0 or 5 (a JSON integer is still a valid float).
+StrictFloat = Annotated[
+    float, Field(strict=True, json_schema_extra={"minimum": -limits.MAX_SCORE, "maximum": limits.MAX_SCORE})
+]
+QueryVector = list[StrictFloat] | None
 _QUERY_VECTOR_SIZE: JsonDict = {"minItems": 1, "maxItems": limits.MAX_QUERY_DIM}
+_QUERY_VECTOR_RULES = (
+    "Non-empty; finite values whose squared norm fits float32 (at most about 3.4e38): a larger vector's scores "
+    "would overflow."
+)
 
 
 class Request(BaseModel):
@@ -37,8 +45,8 @@ ModelVersion = Annotated[
 
 # -------------------------------------------------------------------------------------------------- requests
 class RecommendOptionsIn(Request):
-    skip_ranking: bool = Field(False, description="Return candidates in retrieval order without ranking them.")
-    candidate_count: int | None = Field(
+    skip_ranking: StrictBool = Field(False, description="Return candidates in retrieval order without ranking them.")
+    candidate_count: StrictInt | None = Field(
         None,
         description="Candidates retrieved before ranking (at least k). Default: the count the model version's "
         f"ranker was trained on (its manifest's params.candidates; {limits.DEFAULT_CANDIDATE_COUNT} when it does "
@@ -50,7 +58,14 @@ class RecommendOptionsIn(Request):
         description=f"Never recommended, besides the session's items. At most {limits.MAX_EXCLUDE}.",
         json_schema_extra={"maxItems": limits.MAX_EXCLUDE},
     )
-    budget_ms: int | None = Field(
+    sources: str | None = Field(
+        None,
+        description='Candidate sources and how many from each, merged in this order, e.g. "ann:100,covisit:100,'
+        'popular:20" (sources: ann, covisit, popular). Default: candidate_count from ANN alone when that is set, '
+        "else the model version's default recipe.",
+        json_schema_extra={"maxLength": 200},
+    )
+    budget_ms: StrictInt | None = Field(
         None,
         description=f"End-to-end budget; default the gateway's BUDGET_MS ({limits.DEFAULT_BUDGET_MS}). "
         f"At most {limits.MAX_BUDGET_MS}.",
@@ -58,24 +73,26 @@ class RecommendOptionsIn(Request):
     )
     query_vector: QueryVector = Field(
         None,
-        description="Bring your own query vector (the model's dimension); the session is then not used to build it.",
+        description="Bring your own query vector (the model's dimension); the session is then not used to build it. "
+        + _QUERY_VECTOR_RULES,
         json_schema_extra=_QUERY_VECTOR_SIZE,
     )
-    include_seen: bool = Field(False, description="Allow the session's items in the result.")
+    include_seen: StrictBool = Field(False, description="Allow the session's items in the result.")
 
 
 class RecommendIn(Request):
     session: list[ItemId] = Field(
         default_factory=list,
         description=f"The visitor's recent items, oldest first. Only the most recent {limits.MAX_SESSION} are used "
-        "(session_items_dropped says how many were not).",
+        f"(session_items_dropped says how many were not). At most {limits.MAX_SESSION_ITEMS}.",
+        json_schema_extra={"maxItems": limits.MAX_SESSION_ITEMS},
     )
     user_id: str | None = Field(
         None,
         description="The visitor: their recorded events (oldest first) are put before `session`.",
         json_schema_extra={"maxLength": limits.MAX_ID_LEN},
     )
-    k: int = Field(
+    k: StrictInt = Field(
         limits.DEFAULT_K,
         description=f"Number of items to return. At most {limits.MAX_K}.",
         json_schema_extra={"minimum": 1, "maximum": limits.MAX_K},
@@ -95,7 +112,7 @@ class EmbeddingsIn(Request):
 class CandidatesIn(Request):
     query_vector: QueryVector = Field(
         None,
-        description="Exactly one of query_vector (the model's dimension) and item_ids.",
+        description="Exactly one of query_vector (the model's dimension) and item_ids. " + _QUERY_VECTOR_RULES,
         json_schema_extra=_QUERY_VECTOR_SIZE,
     )
     item_ids: list[ItemId] = Field(
@@ -104,7 +121,7 @@ class CandidatesIn(Request):
         f"At most {limits.MAX_ITEMS}.",
         json_schema_extra={"maxItems": limits.MAX_ITEMS},
     )
-    k: int = Field(
+    k: StrictInt = Field(
         limits.CANDIDATES_DEFAULT_K,
         description=f"Number of candidates. At most {limits.CANDIDATES_MAX_K}.",
         json_schema_extra={"minimum": 1, "maximum": limits.CANDIDATES_MAX_K},
@@ -119,16 +136,20 @@ class CandidatesIn(Request):
 
 class CandidateIn(Request):
     item_id: ItemId
-    score: float = Field(0.0, description="Retrieval score (a ranker feature); 0 if unknown.")
+    score: StrictFloat = Field(0.0, description="Retrieval score (a ranker feature); 0 if unknown.")
 
 
 class RankIn(Request):
-    session: list[ItemId] = Field(default_factory=list, description="The visitor's recent items, oldest first.")
+    session: list[ItemId] = Field(
+        default_factory=list,
+        description=f"The visitor's recent items, oldest first. At most {limits.MAX_SESSION_ITEMS}.",
+        json_schema_extra={"maxItems": limits.MAX_SESSION_ITEMS},
+    )
     candidates: list[ItemId | CandidateIn] = Field(
         description=f'Ids ("a") or {{"item_id": "a", "score": 0.8}}. Required, at most {limits.MAX_ITEMS}.',
         json_schema_extra={"minItems": 1, "maxItems": limits.MAX_ITEMS},
     )
-    k: int = Field(
+    k: StrictInt = Field(
         0,
         description=f"Number of items to return; 0 = all. At most {limits.RANK_MAX_K}.",
         json_schema_extra={"minimum": 0, "maximum": limits.RANK_MAX_K},
@@ -140,11 +161,18 @@ class EventIn(Request):
     user_id: ItemId = Field(description="The visitor. Required.")
     item_id: ItemId = Field(description="The item. Stored even when the current model does not know it.")
     type: str = Field("view", json_schema_extra={"enum": list(limits.EVENT_TYPES)})
-    timestamp_ms: int | None = Field(
+    timestamp_ms: StrictInt | None = Field(
         None,
         description=f"Milliseconds since the epoch; default (or 0) now; from {EARLIEST_DATE} to "
         f"{MAX_FUTURE_HOURS:g} hours in the future.",
-        json_schema_extra={"minimum": 0},
+        # 0 (now) or from 2000 on; the upper bound moves with the clock, so only the description states it.
+        json_schema_extra={
+            "anyOf": [
+                {"type": "integer", "enum": [0]},
+                {"type": "integer", "minimum": limits.MIN_TIMESTAMP_MS},
+                {"type": "null"},
+            ]
+        },
     )
     session_id: str = Field(
         "",
@@ -227,6 +255,19 @@ class EventOut(BaseModel):
 class EventsOut(BaseModel):
     stored: int
     unknown_item_ids: list[str]
+
+
+class HealthOut(BaseModel):
+    status: str = Field(description='"ok".')
+
+
+class ReadyOut(BaseModel):
+    ready: bool
+    checks: dict[str, str] = Field(
+        description='What each backend said: "SERVING" (the stage services), "PONG" (Redis), else why not.'
+    )
+    degraded: dict[str, str] = Field(description="The backends that are not well: answers are degraded meanwhile.")
+    reason: str | None = Field(None, description="Why not ready (503 only): draining, or no model yet.")
 
 
 class FieldViolationOut(BaseModel):

@@ -4,7 +4,8 @@ Upstream addresses accept one "host:port", a comma-separated list of replicas ("
 such as "dns:///ranking:50053" (a Kubernetes headless Service); requests are spread round robin.
 """
 
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import NoDecode
@@ -62,6 +63,49 @@ class Settings(CommonSettings):
     budget_ms: int = Field(
         limits.DEFAULT_BUDGET_MS, validation_alias="BUDGET_MS", description="Default end-to-end budget (ms)."
     )
+    # The edge (gateway/edge.py, docs/security.md "The edge").
+    header_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        validation_alias="HEADER_TIMEOUT_S",
+        description="A connection whose request headers are not complete this long after its first byte (or its "
+        "opening) is answered 408 and closed.",
+    )
+    body_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        validation_alias="BODY_TIMEOUT_S",
+        description="A request body not complete this long after its headers: 408 and the connection closed.",
+    )
+    max_connections: int = Field(
+        4096,
+        ge=1,
+        validation_alias="MAX_CONNECTIONS",
+        description="Open HTTP connections (uvicorn's limit_concurrency): a request on a connection over it is "
+        "answered 503 by uvicorn. Keep it under the process' open-file limit.",
+    )
+    max_in_flight: int = Field(
+        256,
+        ge=1,
+        validation_alias="MAX_IN_FLIGHT",
+        description="REST requests handled at once; one more is answered 503 + Retry-After at once "
+        '(recmesh_shed_requests_total{reason="concurrency"}). Also the gRPC face\'s maximum concurrent RPCs '
+        "(RESOURCE_EXHAUSTED over it).",
+    )
+    shed_queue_ms: int = Field(
+        0,
+        ge=0,
+        validation_alias="SHED_QUEUE_MS",
+        description="A REST request that waited longer than this before it could be handled is answered 503 + "
+        "Retry-After at once (its budget is gone); 0 = BUDGET_MS.",
+    )
+    shed_loop_lag_ms: int = Field(
+        100,
+        ge=1,
+        validation_alias="SHED_LOOP_LAG_MS",
+        description="While the event loop runs later than this (CPU saturated), new REST requests are answered "
+        "503 + Retry-After at once.",
+    )
     redis_timeout_ms: int = Field(
         50, validation_alias="REDIS_TIMEOUT_MS", description="Redis socket timeout for event reads and writes."
     )
@@ -89,6 +133,20 @@ class Settings(CommonSettings):
         ge=0,
         validation_alias="EVENT_RATE_LIMIT",
         description="Events a visitor may send per second (0 = no limit); a call over it stores nothing (429).",
+    )
+
+    auth: Literal["keys", "disabled"] = Field(
+        "keys",
+        validation_alias="AUTH",
+        description="keys: every /v1 call and every RecommendationService method needs an API key from "
+        "AUTH_KEYS_FILE (the gateway does not start without one); disabled: anyone may do anything (local use, "
+        "tests). docs/security.md.",
+    )
+    auth_keys_file: Path | None = Field(
+        None,
+        validation_alias="AUTH_KEYS_FILE",
+        description="The API keys (JSON: id, sha256 of the key, scopes, rate_limit, burst, expires), re-read when "
+        "it changes; mounted from a Secret. `python -m gateway.auth new <id> <scope>...` makes a key.",
     )
 
     @field_validator("event_weights", mode="before")

@@ -134,7 +134,7 @@ class Stages:
         checks.in_range("k", k, 0, limits.RANK_MAX_K)
         checks.finite_scores(candidate_scores)
         checks.ids("candidates", candidate_ids)
-        checks.ids("session_item_ids", session_item_ids)
+        checks.session("session_item_ids", session_item_ids)
         checks.model_version(model_version)
         session = session_item_ids[-limits.MAX_SESSION :]
         ranking = self.clients.ranking

@@ -1,12 +1,22 @@
 """Versioned, immutable model bundles: models/<version>/ with a manifest that hashes every file.
 
-No pickle anywhere: arrays are .npy/.npz read with allow_pickle=False, the ranker is JSON, so a bundle is safe to
-load from an untrusted place. `load_manifest` refuses a tampered or partial bundle before anything is used.
+No pickle anywhere: arrays are .npy/.npz read with allow_pickle=False, the ranker is JSON, and every path a bundle
+names (manifest files, ScaNN asset paths) must stay inside the bundle directory, so loading a bundle cannot run
+code or read files elsewhere. `load_manifest` refuses a tampered or partial bundle before anything is used.
+
+The sha256 list proves integrity (the files are the ones the manifest lists), not authenticity: whoever can write
+the models directory can write a matching manifest. With ``BUNDLE_SIGNING_KEY`` set, `seal` (so `recmesh train`)
+and `recmesh publish` add an HMAC-SHA256 of the manifest, and every verified load refuses a bundle without a valid
+one: it then also proves the bundle was sealed by a holder of that key (docs/security.md, "Model bundles").
+
+    seal(Path("models/v1"), {"version": "v1", ...})     # hashes (and signs, when the key is set) the files
+    load_manifest(Path("models/v1"))                    # BundleError unless whole, untampered (and signed)
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import os
 import time
@@ -15,6 +25,8 @@ from typing import Any
 
 MANIFEST = "manifest.json"
 FORMAT = 1
+SIGNING_KEY_ENV = "BUNDLE_SIGNING_KEY"  # a secret (k8s Secret); unset = bundles are not signed nor checked
+SIGNATURE = "signature"  # the manifest field: {"alg": "hmac-sha256", "value": hex}
 
 
 class BundleError(ValueError):
@@ -40,10 +52,68 @@ def seal(directory: Path, manifest: dict[str, Any]) -> Path:
     half-written bundle."""
     files = sorted(p for p in directory.rglob("*") if p.is_file() and p.name != MANIFEST)
     manifest = {**manifest, "format": FORMAT, "files": {str(p.relative_to(directory)): sha256_of(p) for p in files}}
+    manifest.pop(SIGNATURE, None)
+    write_manifest(directory, sign(manifest))
+    return directory
+
+
+def write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
+    """Write the manifest atomically (a temporary file renamed over it)."""
     tmp = directory / (MANIFEST + ".tmp")
     tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True))
     os.replace(tmp, directory / MANIFEST)
-    return directory
+
+
+def signing_key() -> bytes | None:
+    """The HMAC key from ``BUNDLE_SIGNING_KEY`` (None when unset or empty)."""
+    key = os.environ.get(SIGNING_KEY_ENV, "")
+    return key.encode() if key else None
+
+
+def _mac(manifest: dict[str, Any], key: bytes) -> str:
+    unsigned = {k: v for k, v in manifest.items() if k != SIGNATURE}
+    canonical = json.dumps(unsigned, sort_keys=True, separators=(",", ":")).encode()
+    return hmac.new(key, canonical, hashlib.sha256).hexdigest()
+
+
+def sign(manifest: dict[str, Any], key: bytes | None = None) -> dict[str, Any]:
+    """The manifest with its HMAC-SHA256 (over everything but the signature, so every file's sha256 too), when a
+    key is given or set in the environment; unchanged otherwise."""
+    key = key or signing_key()
+    if key is None:
+        return manifest
+    return {**manifest, SIGNATURE: {"alg": "hmac-sha256", "value": _mac(manifest, key)}}
+
+
+def verify_signature(directory: Path, manifest: dict[str, Any], key: bytes | None = None) -> None:
+    """BundleError unless the manifest carries a valid HMAC under ``key`` (else the environment's); nothing is
+    checked when there is no key."""
+    key = key or signing_key()
+    if key is None:
+        return
+    signature = manifest.get(SIGNATURE)
+    if not isinstance(signature, dict) or signature.get("alg") != "hmac-sha256":
+        raise BundleError(f"{directory}: bundle is not signed, and {SIGNING_KEY_ENV} is set (sign it: recmesh publish)")
+    if not hmac.compare_digest(str(signature.get("value", "")), _mac(manifest, key)):
+        raise BundleError(
+            f"{directory}: manifest signature does not match {SIGNING_KEY_ENV} (tampered, or another key)"
+        )
+
+
+def sign_unsigned(directory: Path) -> bool:
+    """Sign a whole but unsigned bundle with the environment's key (what `recmesh publish` does: the publisher
+    vouches for it). True when it signed; False without a key or when already signed. BundleError for a partial or
+    tampered bundle, or one signed under another key."""
+    directory = Path(directory)
+    manifest = load_manifest(directory, verify=False)
+    verify_files(directory, manifest)
+    if signing_key() is None:
+        return False
+    if SIGNATURE in manifest:
+        verify_signature(directory, manifest)
+        return False
+    write_manifest(directory, sign(manifest))
+    return True
 
 
 def load_manifest(directory: Path, verify: bool = True) -> dict[str, Any]:
@@ -58,13 +128,30 @@ def load_manifest(directory: Path, verify: bool = True) -> dict[str, Any]:
     if manifest.get("format") != FORMAT:
         raise BundleError(f"{path}: bundle format {manifest.get('format')!r}, this code reads {FORMAT}")
     if verify:
+        verify_signature(directory, manifest)
         verify_files(directory, manifest)
     return manifest
 
 
+def inside(directory: Path, name: str | Path, what: str = "path") -> Path:
+    """``directory / name`` resolved (symlinks followed), or BundleError when that leaves ``directory``: an
+    absolute name, ``..`` parts, or a link pointing out. Every path a bundle names goes through here."""
+    root = Path(directory).resolve()
+    path = (root / name).resolve()  # an absolute `name` replaces root: caught below
+    if not path.is_relative_to(root):
+        raise BundleError(f"{directory}: {what} {str(name)!r} points outside the bundle directory")
+    return path
+
+
 def verify_files(directory: Path, manifest: dict[str, Any]) -> None:
     expected: dict[str, str] = manifest.get("files", {})
+    if not isinstance(expected, dict):
+        raise BundleError(f"{directory}: manifest 'files' is not a mapping")
+    for name in expected:
+        inside(directory, name, "manifest file")
     present = {str(p.relative_to(directory)) for p in directory.rglob("*") if p.is_file() and p.name != MANIFEST}
+    for name in present:
+        inside(directory, name, "file")  # a symbolic link to somewhere else
     missing = sorted(set(expected) - present)
     extra = sorted(present - set(expected))
     if missing:

@@ -150,8 +150,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             f"{Path(args.bundle) / versions[-1]}"
         )
     load_manifest(Path(args.bundle), verify=True)  # a bad bundle fails in a second, not after the data is read
+    if args.sources is not None:
+        from recmesh.sources.recipe import parse_recipe
+
+        parse_recipe(args.sources)  # a bad recipe too
     dataset = load_dataset(args.data, args.format, args.delimiter, args.min_length)
-    report = evaluate(Path(args.bundle), dataset, split_name=args.split, n_candidates=args.candidates)
+    report = evaluate(
+        Path(args.bundle), dataset, split_name=args.split, n_candidates=args.candidates, recipe=args.sources
+    )
     print(format_table(report))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))
@@ -232,6 +238,11 @@ def build_parser(extensions: Sequence[Extension] = ()) -> argparse.ArgumentParse
     ev.add_argument("--split", default="test", choices=["test", "valid"], help="which held-out targets to score")
     ev.add_argument(
         "--candidates", type=int, default=None, help="candidates per user (default: the bundle's own count)"
+    )
+    ev.add_argument(
+        "--sources",
+        default=None,
+        help="candidate recipe of the pipeline, e.g. ann:100,covisit:100,popular:20 (default: the bundle's own)",
     )
     ev.add_argument("--json", default=None, help="also write the report here as JSON (default: no file)")
     ev.set_defaults(func=cmd_evaluate)

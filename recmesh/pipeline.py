@@ -1,7 +1,11 @@
 """The three stages as plain functions over one loaded bundle: query vector, candidates, ranking.
 
 The gRPC services are thin adapters over this module and the offline evaluation calls it directly, so a served
-recommendation equals the offline one for the same bundle and session.
+recommendation equals the offline one for the same bundle and session. Candidates come from the bundle's sources
+(recmesh/sources) mixed by a recipe: the request's, or the bundle's default (manifest ``sources.default_recipe``)::
+
+    model = load_model(path)
+    rows, probabilities = model.recommend(history, k=10, recipe=parse_recipe("ann:100,covisit:100"))
 """
 
 from __future__ import annotations
@@ -15,9 +19,15 @@ import numpy as np
 
 from recmesh import bundle
 from recmesh.index import AnnIndex, load_index, search_excluding
-from recmesh.rank.features import ItemSpace, base_features
+from recmesh.rank.features import ItemSpace, features
 from recmesh.rank.model import Ranker
 from recmesh.rank.tables import Csr, FeatureTables
+from recmesh.sources import Session, Source
+from recmesh.sources.ann import AnnSource
+from recmesh.sources.covisit import CovisitParams, CovisitSource
+from recmesh.sources.given import GivenSource
+from recmesh.sources.popular import PopularSource
+from recmesh.sources.recipe import Pool, Recipe, gather, parse_recipe
 
 MAX_SESSION = 50  # a session longer than this is trimmed to its most recent items
 
@@ -53,9 +63,26 @@ class Model:
     ranker: Ranker
     # item_ids as an object array: `ids_of` turns a few hundred rows into ids in one take instead of a Python loop
     _item_array: np.ndarray = field(init=False, repr=False, compare=False)
+    # the candidate sources this bundle can serve, by name (recmesh.sources)
+    sources: dict[str, Source] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self._item_array = np.array(self.item_ids, dtype=object)
+        self.sources = {"ann": AnnSource(self.index, self.n_items)}
+        if self.space.tables.covisits.indptr.size == self.n_items + 1:  # an old bundle may lack the tables
+            self.sources["covisit"] = CovisitSource(self.space.tables, self.space.covisit)
+        self.sources["popular"] = PopularSource(self.space.tables.popularity)
+        self.sources["given"] = GivenSource()
+
+    @property
+    def default_recipe(self) -> Recipe:
+        """The manifest's recipe (chosen on validation targets at training), or ANN alone for an older bundle."""
+        text = self.manifest.get("sources", {}).get("default_recipe")
+        return self.recipe(text or f"ann:{int(self.manifest['params'].get('candidates', 200))}")
+
+    def recipe(self, text: str) -> Recipe:
+        """A recipe this bundle can serve; RecipeError (a ValueError) naming the problem otherwise."""
+        return parse_recipe(text, self.sources)
 
     @property
     def n_items(self) -> int:
@@ -107,6 +134,24 @@ class Model:
     def retrieve(self, query: np.ndarray, n: int, exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         return search_excluding(self.index, query, n, exclude, self.n_items)
 
+    def candidates(
+        self,
+        history: np.ndarray,
+        recipe: Recipe,
+        exclude: np.ndarray | None = None,
+        given: np.ndarray | None = None,
+        query: np.ndarray | None = None,
+    ) -> Pool:
+        """The merged pool of `recipe` for a session (rows oldest first, trimmed); `exclude` defaults to the
+        session's own items, the ANN query to the session's (`query`: a caller's vector instead)."""
+        session = Session(
+            history,
+            query if query is not None else self.query(history) if history.size else None,
+            np.unique(history) if exclude is None else exclude,
+            np.zeros(0, dtype=np.int64) if given is None else given,
+        )
+        return gather(self.sources, recipe, session)
+
     def rank(
         self, history: np.ndarray, candidates: np.ndarray, retrieval_scores: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -114,8 +159,8 @@ class Model:
         if candidates.size == 0 or history.size == 0:
             return candidates, retrieval_scores
         session_unit = self.query(history)
-        features = base_features(self.space, history, candidates, retrieval_scores, session_unit)
-        probs = self.ranker.probabilities(features)
+        x = features(self.space, history, candidates, retrieval_scores, session_unit, self.ranker.names)
+        probs = self.ranker.probabilities(x)
         order = np.argsort(-probs, kind="stable")
         return candidates[order], probs[order]
 
@@ -128,13 +173,23 @@ class Model:
         return top, pop[top] / max(float(pop.max()), 1.0)
 
     def recommend(
-        self, history: np.ndarray, k: int, n_candidates: int, rank: bool = True
+        self,
+        history: np.ndarray,
+        k: int,
+        n_candidates: int | None = None,
+        rank: bool = True,
+        recipe: Recipe | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """The whole pipeline in process: the reference the served answer must equal."""
+        """The whole pipeline in process: the reference the served answer must equal. Candidates from `recipe`;
+        without one, ANN alone for `n_candidates` (the original pipeline), else the bundle's default recipe."""
         history = history[-MAX_SESSION:]
         if history.size == 0:
             return self.popular(k)
-        candidates, scores = self.retrieve(self.query(history), n_candidates, np.unique(history))
+        if recipe is None and n_candidates is not None:
+            candidates, scores = self.retrieve(self.query(history), n_candidates, np.unique(history))
+        else:
+            pool = self.candidates(history, recipe or self.default_recipe)
+            candidates, scores = pool.rows, pool.scores
         if rank:
             candidates, scores = self.rank(history, candidates, scores)
         return candidates[:k], scores[:k]
@@ -151,9 +206,10 @@ def load_model(directory: Path, verify: bool = True) -> Model:
         tables = FeatureTables(
             popularity=t["popularity"],
             transitions=Csr(t["transitions_indptr"], t["transitions_indices"], t["transitions_data"]),
-            covisits=Csr(t["covisits_indptr"], t["covisits_indices"], t["covisits_data"]),
+            covisits=_covisits_or_empty(t),
             transition_out=t["transition_out"],
         )
+    covisit = CovisitParams(**manifest.get("sources", {}).get("covisit", {}))
     index_info = manifest["index"]
     index = load_index(index_info["backend"], directory / "index", index_info["params"], context)
     return Model(
@@ -161,7 +217,15 @@ def load_model(directory: Path, verify: bool = True) -> Model:
         manifest=manifest,
         item_ids=item_ids,
         index_of={item: i for i, item in enumerate(item_ids)},
-        space=ItemSpace(vectors, context, tables),
+        space=ItemSpace(vectors, context, tables, covisit),
         index=index,
         ranker=Ranker.load(directory / "ranker.json"),
     )
+
+
+def _covisits_or_empty(arrays: Any) -> Csr:
+    """The co-visitation table, or an empty one (no rows) for a bundle written without it: the covisit source is
+    then left out (Model.sources) and a recipe naming it is refused."""
+    if "covisits_indptr" not in arrays:
+        return Csr(np.zeros(1, dtype=np.int64), np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.float32))
+    return Csr(arrays["covisits_indptr"], arrays["covisits_indices"], arrays["covisits_data"])

@@ -114,14 +114,18 @@ def publish(
     `recmesh:current_version` (in ``redis_url``, the durable store) and ``<models dir>/PUBLISHED`` at it; return
     the version.
 
-    Raises BundleError for a missing, partial, tampered or inconsistent bundle (before anything is written) and
-    RedisUnavailable when Redis cannot be reached or fails mid-way; in both cases the pointer does not move.
+    With ``BUNDLE_SIGNING_KEY`` set, an unsigned (whole) bundle is signed first and one signed under another key is
+    refused (recmesh.bundle). Raises BundleError for a missing, partial, tampered or inconsistent bundle (before
+    anything is written) and RedisUnavailable when Redis cannot be reached or fails mid-way; in both cases the
+    pointer does not move.
     Publishing the same version again rewrites its vectors and refreshes their TTL.
     """
     if batch <= 0:
         raise ValueError(f"batch must be positive, got {batch}")
     if ttl_s <= 0:
         raise ValueError(f"ttl_s must be positive, got {ttl_s}")
+    if bundle.signing_key() is not None:
+        bundle.sign_unsigned(Path(bundle_path))  # the publisher vouches for the bundle
     version, item_ids, vectors = load_vectors(Path(bundle_path))
     where = _where(cache_url or redis_url)
     client = redis.Redis.from_url(cache_url or redis_url, socket_connect_timeout=5, socket_timeout=30)

@@ -16,6 +16,8 @@ from typing import Any
 import grpc
 import grpc.aio
 
+from serving.tls import TlsFiles, channel_credentials
+from serving.tls import channel_options as tls_channel_options
 from serving.tracing import client_interceptors
 
 MB = 1024 * 1024
@@ -121,12 +123,15 @@ def resolve_target(target: str) -> str:
     return f"ipv4:{','.join(v4)}" if v4 else f"ipv6:{','.join(v6)}"
 
 
-def make_channel(target: str, max_message_mb: int = 4) -> grpc.aio.Channel:
-    """An insecure asyncio channel to ``target`` (see :func:`resolve_target`), round_robin across replicas.
+def make_channel(target: str, max_message_mb: int = 4, tls: TlsFiles | None = None) -> grpc.aio.Channel:
+    """An asyncio channel to ``target`` (see :func:`resolve_target`), round_robin across replicas: plaintext, or
+    mutual TLS with ``tls`` (serving.tls: the server checked against the CA, this process' certificate shown).
 
     Resolving a comma-separated list of host names blocks (getaddrinfo): call this at startup. With tracing on
     (serving.tracing), every call on the channel has a client span and sends its traceparent.
     """
-    return grpc.aio.insecure_channel(
-        resolve_target(target), options=channel_options(max_message_mb), interceptors=client_interceptors()
-    )
+    resolved, options, interceptors = resolve_target(target), channel_options(max_message_mb), client_interceptors()
+    if tls is None:
+        return grpc.aio.insecure_channel(resolved, options=options, interceptors=interceptors)
+    options += tls_channel_options(tls)
+    return grpc.aio.secure_channel(resolved, channel_credentials(tls), options=options, interceptors=interceptors)

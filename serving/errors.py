@@ -110,13 +110,30 @@ class Unavailable(_Retryable, grpc_code=grpc.StatusCode.UNAVAILABLE, http_status
     """A dependency is down and no useful (degraded) answer exists."""
 
 
+class Unauthenticated(RecmeshError, grpc_code=grpc.StatusCode.UNAUTHENTICATED, http_status=401):
+    """No credential, or one that names no valid key (unknown, wrong secret, expired). Says nothing about which."""
+
+
+class PermissionDenied(RecmeshError, grpc_code=grpc.StatusCode.PERMISSION_DENIED, http_status=403):
+    """A valid key without the scope the call needs (the message names the scope)."""
+
+
 class DeadlineExceeded(RecmeshError, grpc_code=grpc.StatusCode.DEADLINE_EXCEEDED, http_status=504):
     """The request's budget ran out before any useful answer existed."""
 
 
 _BY_CODE: dict[grpc.StatusCode, type[RecmeshError]] = {
     cls.grpc_code: cls
-    for cls in (InvalidArgument, NotFound, FailedPrecondition, ResourceExhausted, Unavailable, DeadlineExceeded)
+    for cls in (
+        InvalidArgument,
+        NotFound,
+        FailedPrecondition,
+        ResourceExhausted,
+        Unavailable,
+        DeadlineExceeded,
+        Unauthenticated,
+        PermissionDenied,
+    )
 }
 
 

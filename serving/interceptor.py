@@ -16,6 +16,12 @@ For every call of a method it:
   ``grpc-status-details-bin`` trailer (:func:`serving.errors.status_trailer`), after the trailers the handler
   set. A call the handler aborted itself is counted and passed on untouched.
 
+A request message that cannot be decoded (bad bytes from a hostile or broken client) is INVALID_ARGUMENT with
+a short message, for unary and streaming requests alike, instead of the library's UNKNOWN/INTERNAL and an ERROR
+traceback per call: each handler's ``request_deserializer`` is wrapped so that a decode error becomes an
+:class:`Undecodable` value the wrapped handler answers (one WARNING line per :data:`UNDECODABLE_LOG_EVERY_S` at
+most, with the count since the last, so bad bytes cannot flood the logs).
+
 Handlers of every kind are wrapped (unary or streaming requests and responses). Each method's handler is
 wrapped once, when it is first called, and reused. The gRPC library's own services (health, reflection) are
 left alone: probes would only add noise to the metrics.
@@ -25,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, NoReturn
@@ -32,9 +39,12 @@ from typing import Any, NoReturn
 import grpc
 import grpc.aio
 
-from serving.errors import as_recmesh_error, rpc_status, status_trailer
+from serving.errors import InvalidArgument, as_recmesh_error, rpc_status, status_trailer
 from serving.logs import request_id_from_metadata, set_request_id
 from serving.metrics import DEFAULT, Metrics
+
+log = logging.getLogger(__name__)
+UNDECODABLE_LOG_EVERY_S = 10.0
 
 LIBRARY_SERVICES = "grpc."  # grpc.health.v1.Health, grpc.reflection.v1alpha.ServerReflection
 OK, CANCELLED, UNKNOWN = (
@@ -79,12 +89,71 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):
         for kind, make_handler in _KINDS:
             behavior = getattr(handler, kind)
             if behavior is not None:
+                observed = _observed(rpc, behavior)
+                if observed is behavior:  # not ours to answer: its messages are decoded as the library does
+                    return handler
                 return make_handler(
-                    _observed(rpc, behavior),
-                    request_deserializer=handler.request_deserializer,
+                    observed,
+                    request_deserializer=_tolerant(handler.request_deserializer),
                     response_serializer=handler.response_serializer,
                 )
         return handler
+
+
+class Undecodable:
+    """What a request message that could not be decoded becomes (see :func:`_tolerant`)."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    """``deserializer`` returning :class:`Undecodable` instead of raising (the library would log a traceback and
+    answer UNKNOWN or INTERNAL)."""
+    if deserializer is None:
+        return None
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception as e:  # protobuf's DecodeError, or whatever a custom deserializer raises
+            return Undecodable(type(e).__name__)
+
+    return deserialize
+
+
+class _UndecodableLog:
+    """One WARNING line per ``every_s`` at most, saying how many undecodable messages came since the last."""
+
+    def __init__(self, every_s: float = UNDECODABLE_LOG_EVERY_S) -> None:
+        self.every_s = every_s
+        self._last = -float("inf")
+        self._unlogged = 0
+
+    def note(self, path: str) -> None:
+        self._unlogged += 1
+        now = time.monotonic()
+        if now - self._last >= self.every_s:
+            log.warning("undecodable request message(s) in %s: %d since the last such line", path, self._unlogged)
+            self._last, self._unlogged = now, 0
+
+
+_UNDECODABLE_LOG = _UndecodableLog()
+
+
+def _undecodable(rpc_path: str, request: Undecodable) -> InvalidArgument:
+    _UNDECODABLE_LOG.note(rpc_path)
+    return InvalidArgument(f"the request message cannot be decoded ({request.reason})")
+
+
+async def _decoded(rpc_path: str, requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    """A request stream that raises InvalidArgument at its first undecodable message."""
+    async for request in requests:
+        if isinstance(request, Undecodable):
+            raise _undecodable(rpc_path, request)
+        yield request
 
 
 class _ObservedRpc:
@@ -140,7 +209,7 @@ def _observed_call(rpc: _ObservedRpc, behavior: Callable[..., Awaitable[Any]]) -
     async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
         started = rpc.begin(context)
         try:
-            response = await behavior(request, context)
+            response = await behavior(_checked(rpc.path, request), context)
         except asyncio.CancelledError:
             rpc.end(started, CANCELLED)
             raise
@@ -156,7 +225,7 @@ def _observed_stream(rpc: _ObservedRpc, behavior: Callable[..., AsyncIterator[An
     async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         started = rpc.begin(context)
         try:
-            async for response in behavior(request, context):
+            async for response in behavior(_checked(rpc.path, request), context):
                 yield response
         except asyncio.CancelledError:
             rpc.end(started, CANCELLED)
@@ -166,3 +235,12 @@ def _observed_stream(rpc: _ObservedRpc, behavior: Callable[..., AsyncIterator[An
         rpc.end(started, OK)
 
     return stream
+
+
+def _checked(rpc_path: str, request: Any) -> Any:
+    """A unary request as is (InvalidArgument when it was undecodable); a request stream checked as it is read."""
+    if isinstance(request, Undecodable):
+        raise _undecodable(rpc_path, request)
+    if hasattr(request, "__aiter__"):
+        return _decoded(rpc_path, request)
+    return request

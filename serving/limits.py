@@ -22,10 +22,14 @@ __all__ = ["MAX_SESSION"]  # re-exported: a cap of the API as much as of the pip
 MAX_ID_LEN = 256  # characters of an item, user or session id
 MAX_VERSION_LEN = 128  # characters of a model version
 MAX_QUERY_DIM = 4096  # values of a query vector a caller brings (the model's own dimension is checked too)
+# float32's largest value: a caller's query vector whose squared norm exceeds it is refused (its dot products with
+# unit item vectors, the scores, could overflow to inf), and so is a candidate score beyond it.
+MAX_QUERY_SQUARED_NORM = MAX_SCORE = 3.4028234663852886e38
 
 # -- Recommend ----------------------------------------------------------------------------------------------
 DEFAULT_K = 10  # items per recommendation (and per GetSimilarItems)
 MAX_K = 200
+MAX_SESSION_ITEMS = 1000  # session item ids a caller may send (Recommend, RankCandidates, Rank); MAX_SESSION are used
 MAX_CANDIDATE_COUNT = 1000  # options.candidate_count: candidates retrieved before ranking
 DEFAULT_CANDIDATE_COUNT = 200  # for a bundle whose manifest does not say (params.candidates)
 MAX_EXCLUDE = 1000  # options.exclude_item_ids (and RetrieveCandidates.exclude_item_ids)

@@ -70,6 +70,12 @@ class Metrics:
             "component and reason.",
             ["component", "reason"],
         )
+        self.shed_requests = counter(
+            "recmesh_shed_requests",
+            "Requests the gateway refused at once, before any work, so that the others keep their budget "
+            "(503 + Retry-After / RESOURCE_EXHAUSTED), by reason (concurrency|queue|loop_lag).",
+            ["reason"],
+        )
         self.embedding_lookups = counter(
             "recmesh_embedding_lookups",
             "Item vectors looked up by the embedding store, by tier (lru|redis|bundle) and result (hit|miss).",
@@ -82,6 +88,7 @@ HTTP_DURATION = DEFAULT.http_duration
 RPC_DURATION = DEFAULT.rpc_duration
 DEGRADED = DEFAULT.degraded
 EMBEDDING_LOOKUPS = DEFAULT.embedding_lookups
+SHED_REQUESTS = DEFAULT.shed_requests
 
 
 def start_metrics_server(port: int, addr: str = "0.0.0.0", registry: CollectorRegistry = REGISTRY) -> Any:

@@ -30,6 +30,7 @@ from grpc_reflection.v1alpha import reflection
 from serving.channels import SERVICE_CONFIG, channel_options, make_channel, message_options, resolve_target
 from serving.interceptor import RpcInterceptor
 from serving.metrics import Metrics
+from serving.tls import TlsFiles, server_credentials
 from serving.tracing import server_interceptors
 
 __all__ = [
@@ -70,17 +71,27 @@ async def create_server(
     max_connection_age_s: float = 30.0,
     *,
     metrics: Metrics | None = None,
+    interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+    tls: TlsFiles | None = None,
+    health_address: str | None = None,
+    maximum_concurrent_rpcs: int | None = None,
 ) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
     """Build, bind and start an asyncio gRPC server with :class:`RpcInterceptor` in front of every method.
 
     ``register(server)`` adds the servicers; the library's health servicer (SERVING for "" and every name in
     ``service_names``) and reflection (those names + health + reflection) are added here. ``address`` may use
     port 0; the bound port is returned. See :func:`server_options` for ``max_connection_age_s``. ``metrics``
-    (default: the process-wide families) goes to the interceptor.
+    (default: the process-wide families) goes to the interceptor. ``interceptors`` run inside it (the gateway's
+    authentication): an error they raise is answered, counted and logged by RpcInterceptor like a handler's.
+
+    With ``tls`` the port is mutual TLS (serving.tls: a client without a certificate from the CA is refused), and
+    ``health_address`` (if given) a plaintext port serving only the same health servicer, for probes that speak
+    no TLS; it stops when the server does.
     """
     server = grpc.aio.server(
-        interceptors=[*server_interceptors(), RpcInterceptor(metrics)],  # tracing's only when on
+        interceptors=[*server_interceptors(), RpcInterceptor(metrics), *interceptors],  # tracing's only when on
         options=server_options(max_message_mb, max_connection_age_s),
+        maximum_concurrent_rpcs=maximum_concurrent_rpcs,  # None = no cap; over it: RESOURCE_EXHAUSTED at once
     )
     register(server)
     health_servicer = health.aio.HealthServicer()
@@ -88,12 +99,31 @@ async def create_server(
     for name in ("", *service_names):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     reflection.enable_server_reflection([*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
-    port = server.add_insecure_port(address)
+    port = server.add_secure_port(address, server_credentials(tls)) if tls else server.add_insecure_port(address)
     if port == 0:
         raise RuntimeError(f"could not bind gRPC server to {address!r}")
     await server.start()
-    logger.info("gRPC server listening on %s (port %d)", address, port, extra={"services": list(service_names)})
+    if health_address:
+        await _start_health_only(server, health_servicer, health_address)
+    security = "mutual TLS" if tls else "plaintext"
+    logger.info(
+        "gRPC server listening on %s (port %d, %s)", address, port, security, extra={"services": list(service_names)}
+    )
     return server, port, health_servicer
+
+
+async def _start_health_only(server: grpc.aio.Server, servicer: health.aio.HealthServicer, address: str) -> None:
+    """A plaintext server with only ``servicer`` (what the main server reports), stopped with ``server``."""
+    probes = grpc.aio.server()
+    health_grpc.add_HealthServicer_to_server(servicer, probes)
+    if probes.add_insecure_port(address) == 0:
+        raise RuntimeError(f"could not bind the health port {address!r}")
+    await probes.start()
+
+    async def stop_probes() -> None:
+        await probes.stop(None)
+
+    run_while_serving(server, cleanup=stop_probes)
 
 
 # The supervisor tasks of run_while_serving, by server: strong references (the loop keeps only weak ones), and

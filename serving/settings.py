@@ -39,3 +39,30 @@ class CommonSettings(BaseSettings):
         description="A gRPC server closes each client connection after this long (calls in flight get 5 s more), "
         "so clients re-resolve DNS and spread over replicas added since; 0 = never.",
     )
+    tls_cert_file: Path | None = Field(
+        None,
+        validation_alias="TLS_CERT_FILE",
+        description="Mutual TLS between the gateway and the services (with TLS_KEY_FILE and TLS_CA_FILE): this "
+        "process' certificate (PEM). Unset: plaintext (local use). docs/security.md.",
+    )
+    tls_key_file: Path | None = Field(
+        None, validation_alias="TLS_KEY_FILE", description="The private key of TLS_CERT_FILE (PEM)."
+    )
+    tls_ca_file: Path | None = Field(
+        None,
+        validation_alias="TLS_CA_FILE",
+        description="The CA every peer's certificate must be signed by (PEM): servers refuse clients without one.",
+    )
+    tls_server_name: str = Field(
+        "",
+        validation_alias="TLS_SERVER_NAME",
+        description="The name clients check a service's certificate for (it must be among the certificate's "
+        "names); empty: the host dialled.",
+    )
+    health_port: int = Field(
+        0,
+        ge=0,
+        validation_alias="HEALTH_PORT",
+        description="With TLS on, a second, plaintext gRPC port serving only grpc.health.v1 (Kubernetes' gRPC "
+        "probes speak no TLS); 0 = none.",
+    )

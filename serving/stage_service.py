@@ -26,6 +26,7 @@ from serving.gc_tuning import tune_for_serving
 from serving.logs import configure_logging
 from serving.metrics import Metrics, start_metrics_server
 from serving.server import create_server, run_while_serving, serve_until_signal
+from serving.tls import TlsFiles
 from serving.tracing import configure_tracing, shutdown_tracing
 
 Core = TypeVar("Core")
@@ -43,6 +44,11 @@ class StageSettings(Protocol):
     max_connection_age_s: float
     port: int
     metrics_port: int
+    tls_cert_file: Path | None
+    tls_key_file: Path | None
+    tls_ca_file: Path | None
+    tls_server_name: str
+    health_port: int
 
 
 S = TypeVar("S", bound=StageSettings)
@@ -63,7 +69,9 @@ async def start_server(
     metrics: Metrics | None = None,
 ) -> tuple[grpc.aio.Server, int, HealthServicer]:
     """:func:`serving.server.create_server` on ``address`` (default: every interface, ``settings.port``) with the
-    message size and connection age of ``settings``."""
+    message size and connection age of ``settings``, mutual TLS when its TLS files are set (and then a plaintext
+    health-only port when HEALTH_PORT is set)."""
+    tls = TlsFiles.from_settings(settings)
     return await create_server(
         address or f"[::]:{settings.port}",
         register,
@@ -71,6 +79,8 @@ async def start_server(
         settings.max_message_mb,
         settings.max_connection_age_s,
         metrics=metrics,
+        tls=tls,
+        health_address=f"[::]:{settings.health_port}" if tls and settings.health_port else None,
     )
 
 

@@ -2,7 +2,12 @@
 
 Every system ranks ALL items; the user's history is removed. The ANN and pipeline systems put their top-N
 candidates first (in their order) and the rest of the catalogue after them by exact similarity, so their ranks
-are full-catalogue ranks too (MRR included).
+are full-catalogue ranks too (MRR included). The pipeline's candidates come from a recipe of sources (the
+bundle's default, or ``--sources ann:100,covisit:100,popular:20``); the report gives the candidate recall of each
+source and of the merged pool::
+
+    report = evaluate(bundle_path, dataset, "valid", recipe="ann:150,covisit:50")
+    report["candidate_recall"]  # {"ann": ..., "covisit": ..., "pool": ...}
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from recmesh.evaluate.metrics import rank_of_target, summarize
 from recmesh.evaluate.protocol import leave_one_out
 from recmesh.index.exact import ExactIndex
 from recmesh.pipeline import MAX_SESSION, Model, load_model
+from recmesh.sources import Session
+from recmesh.sources.recipe import gather
 from recmesh.train.run import fingerprint
 
 SYSTEMS = ("popularity", "transition", "ann", "pipeline")
@@ -40,9 +47,11 @@ def evaluate(
     n_candidates: int | None = None,
     progress: bool = True,
     limit: int | None = None,
+    recipe: str | None = None,
 ) -> dict[str, Any]:
     started = time.perf_counter()
     model = load_model(bundle_path)
+    mix = model.recipe(recipe) if recipe else model.default_recipe
     unknown = dataset.items() - model.index_of.keys()
     if unknown:
         raise ValueError(
@@ -59,7 +68,7 @@ def evaluate(
     tables = model.space.tables
     pop_tiebreak = tables.popularity / (float(tables.popularity.max()) + 1.0)
     ranks: dict[str, list[int]] = {s: [] for s in SYSTEMS}
-    candidate_hits = 0
+    source_hits = dict.fromkeys([*mix.names, "pool"], 0)
     for history, target in tqdm(
         list(zip(histories, targets, strict=True)),
         desc=f"evaluate ({split_name})",
@@ -77,10 +86,13 @@ def evaluate(
         recent = history[-MAX_SESSION:]
         query = model.query(recent)
         exact = model.space.context_vectors @ query
-        cands, scores = model.retrieve(query, n, excluded)
-        candidate_hits += int(target in cands)
+        cands, _ = model.retrieve(query, n, excluded)
         ranks["ann"].append(rank_with_head(cands, exact, target, excluded))
-        ranked, _ = model.rank(recent, cands, scores)
+        pool = gather(model.sources, mix, Session(recent, query, excluded))
+        for name, rows in pool.per_source.items():
+            source_hits[name] += int(target in rows)
+        source_hits["pool"] += int(target in pool.rows)
+        ranked, _ = model.rank(recent, pool.rows, pool.scores)
         ranks["pipeline"].append(rank_with_head(ranked, exact, target, excluded))
 
     report: dict[str, Any] = {
@@ -91,7 +103,9 @@ def evaluate(
         "users": len(targets),
         "items": model.n_items,
         "systems": {s: summarize(np.array(r)) for s, r in ranks.items()},
-        f"candidate_recall@{n}": candidate_hits / max(len(targets), 1),
+        "recipe": str(mix),
+        "candidate_recall": {name: hits / max(len(targets), 1) for name, hits in source_hits.items()},
+        f"candidate_recall@{mix.total}": source_hits["pool"] / max(len(targets), 1),
         "ann_recall_vs_exact": ann_recall(model, histories, n),
         "ranker_auc": model.manifest["metrics"]["ranker_auc"],
         "train_seconds": model.manifest["metrics"]["train_seconds"],
@@ -118,6 +132,13 @@ def format_table(report: dict[str, Any]) -> str:
     ]
     for name, values in report["systems"].items():
         lines.append(f"{name:<12}" + "".join(f"{values[m]:>10.4f}" for m in metrics))
-    extras = {k: v for k, v in report.items() if k.startswith(("candidate_recall", "ann_recall", "ranker_auc"))}
+    extras = {
+        k: v
+        for k, v in report.items()
+        if k.startswith(("candidate_recall", "ann_recall", "ranker_auc")) and isinstance(v, float)
+    }
     lines.append("  ".join(f"{k}={v:.4f}" for k, v in extras.items()))
+    if "candidate_recall" in report:
+        recall = "  ".join(f"{k}={v:.4f}" for k, v in report["candidate_recall"].items())
+        lines.append(f"candidate recall of {report['recipe']}: {recall}")
     return "\n".join(lines)

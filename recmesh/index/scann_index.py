@@ -12,6 +12,8 @@ import numpy as np
 import scann
 from scann.scann_ops.py.scann_ops_pybind import scann_pybind  # the compiled module scann itself uses
 
+from recmesh.bundle import inside
+
 ASSETS = "scann_assets.pbtxt"
 
 
@@ -95,7 +97,11 @@ class ScannIndex:
 
     @classmethod
     def load(cls, directory: Path, params: dict[str, Any], vectors: np.ndarray | None = None) -> ScannIndex:
+        """The index saved in ``directory``. Its asset paths are made absolute for ScaNN; one that leaves the
+        directory (absolute, ``..``, a link out) is refused with a BundleError before ScaNN reads anything."""
         text = (directory / ASSETS).read_text()
-        absolute = re.sub(r'asset_path: "([^"/]+)"', lambda m: f'asset_path: "{directory / m[1]}"', text)
+        absolute = re.sub(
+            r'asset_path: "([^"]*)"', lambda m: f'asset_path: "{inside(directory, m[1], "ScaNN asset_path")}"', text
+        )
         searcher = scann.scann_ops_pybind.ScannSearcher(scann_pybind.ScannNumpy(str(directory), absolute), None)
         return cls(searcher, params)

@@ -1,13 +1,16 @@
 """Logistic regression over standardised base features and their pairwise crosses.
 
-Stored as JSON (names, means, scales, weights): no pickle, readable, and loadable from an untrusted place.
+Stored as JSON (names, means, scales, weights): no pickle, readable, and loading it runs no code (whether the
+bundle is authentic is recmesh/bundle.py's signature check). The
+ranker says which base features it reads (`names`): BASE_FEATURES for rankers trained on ANN candidates alone
+(older bundles), SOURCE_FEATURES for rankers trained on a mixed candidate pool.
 """
 
 from __future__ import annotations
 
 import json
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,8 +19,9 @@ from scipy.linalg import LinAlgWarning
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
+from threadpoolctl import threadpool_limits
 
-from recmesh.rank.features import BASE_FEATURES, feature_names, with_crosses
+from recmesh.rank.features import ALL_FEATURES, BASE_FEATURES, feature_names, with_crosses
 
 
 @dataclass
@@ -26,6 +30,7 @@ class Ranker:
     scale: np.ndarray  # (n_base,)
     coef: np.ndarray  # (n_base + n_crosses,)
     intercept: float
+    names: tuple[str, ...] = BASE_FEATURES  # the base features it reads, in column order
 
     def logits(self, base: np.ndarray) -> np.ndarray:
         return with_crosses((base - self.mean) / self.scale) @ self.coef + self.intercept
@@ -38,8 +43,8 @@ class Ranker:
             json.dumps(
                 {
                     "model": "logistic_regression",
-                    "base_features": list(BASE_FEATURES),
-                    "features": feature_names(),
+                    "base_features": list(self.names),
+                    "features": feature_names(self.names),
                     "mean": self.mean.tolist(),
                     "scale": self.scale.tolist(),
                     "coef": self.coef.tolist(),
@@ -52,18 +57,25 @@ class Ranker:
     @classmethod
     def load(cls, path: Path) -> Ranker:
         doc = json.loads(path.read_text())
-        if doc.get("base_features") != list(BASE_FEATURES):
+        names = doc.get("base_features")
+        if not isinstance(names, list) or not names or not set(names) <= set(ALL_FEATURES):
             raise ValueError(f"{path}: ranker was trained on other features than this code computes")
         return cls(
             np.array(doc["mean"], dtype=np.float32),
             np.array(doc["scale"], dtype=np.float32),
             np.array(doc["coef"], dtype=np.float32),
             float(doc["intercept"]),
+            tuple(names),
         )
 
 
 def fit_ranker(
-    base: np.ndarray, labels: np.ndarray, c: float = 1.0, seed: int = 0, log: Callable[[str], None] | None = None
+    base: np.ndarray,
+    labels: np.ndarray,
+    c: float = 1.0,
+    seed: int = 0,
+    log: Callable[[str], None] | None = None,
+    names: Sequence[str] = BASE_FEATURES,
 ) -> Ranker:
     """Fit on (examples, base features) float32 rows; a solver problem is reported to `log` in one line (it
     would otherwise surface as scikit-learn warnings), and the fit it ended with is returned anyway."""
@@ -80,7 +92,10 @@ def fit_ranker(
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
         warnings.simplefilter("always", LinAlgWarning)
-        lr.fit(x, labels)
+        # One thread: the Hessian products are small (rows x 78) and a second BLAS / OpenMP thread spin-waiting for
+        # a core shared with other work made them 15x slower here (0.42 s vs 0.026 s per product on 2 cores).
+        with threadpool_limits(limits=1):
+            lr.fit(x, labels)
     problems = [w for w in caught if issubclass(w.category, ConvergenceWarning | LinAlgWarning)]
     for other in (w for w in caught if w not in problems):  # not ours to judge: passed on unchanged
         warnings.warn_explicit(other.message, other.category, other.filename, other.lineno)
@@ -88,7 +103,11 @@ def fit_ranker(
         first = str(problems[0].message).strip().splitlines()[0]
         log(f"ranker: the logistic regression did not converge cleanly ({first}); it may rank worse than it could")
     return Ranker(
-        mean.astype(np.float32), scale.astype(np.float32), lr.coef_[0].astype(np.float32), float(lr.intercept_[0])
+        mean.astype(np.float32),
+        scale.astype(np.float32),
+        lr.coef_[0].astype(np.float32),
+        float(lr.intercept_[0]),
+        tuple(names),
     )
 
 

@@ -118,3 +118,55 @@ def build_tables(sequences: list[np.ndarray], n_items: int) -> FeatureTables:
     transitions = Csr.from_pairs(np.concatenate(trans_rows or [empty]), np.concatenate(trans_cols or [empty]), n_items)
     covisits = Csr.from_pairs(np.concatenate(co_rows or [empty]), np.concatenate(co_cols or [empty]), n_items)
     return FeatureTables(popularity, transitions, covisits, transitions.row_sums().astype(np.float32))
+
+
+@dataclass
+class OwnCounts:
+    """The counts one training sequence added to the tables from position `start` on: what a ranker example at
+    that position must not see (at serving time a session's future is in no table). Small dicts, row -> {col: n}.
+
+    Usage::
+
+        own = OwnCounts.of(sequence, t)  # the example: history sequence[:t], target sequence[t]
+        own.at(own.transitions, row, candidates)  # the counts to subtract, aligned with candidates
+    """
+
+    transitions: dict[int, dict[int, float]]
+    covisits: dict[int, dict[int, float]]
+    popularity: dict[int, float]
+
+    @classmethod
+    def of(cls, sequence: np.ndarray, start: int) -> OwnCounts:
+        seq = sequence.tolist()
+        trans: dict[int, dict[int, float]] = {}
+        cov: dict[int, dict[int, float]] = {}
+        pop: dict[int, float] = {}
+        for i in range(start, len(seq)):
+            pop[seq[i]] = pop.get(seq[i], 0.0) + 1.0
+        for gap in range(1, COVISIT_WINDOW + 1):
+            for i in range(max(0, start - gap), len(seq) - gap):
+                a, b = seq[i], seq[i + gap]
+                if a == b:
+                    continue
+                if gap == 1:
+                    _add(trans, a, b)
+                _add(cov, a, b)
+                _add(cov, b, a)
+        return cls(trans, cov, pop)
+
+    @staticmethod
+    def at(table: dict[int, dict[int, float]], row: int, cols: np.ndarray) -> np.ndarray:
+        out = np.zeros(cols.size, dtype=np.float32)
+        entries = table.get(row)
+        if entries:
+            for col, n in entries.items():
+                out[cols == col] = n
+        return out
+
+    def row_sum(self, table: dict[int, dict[int, float]], row: int) -> float:
+        return float(sum(table.get(row, {}).values()))
+
+
+def _add(table: dict[int, dict[int, float]], a: int, b: int) -> None:
+    row = table.setdefault(a, {})
+    row[b] = row.get(b, 0.0) + 1.0

@@ -52,6 +52,8 @@ class CandidateGenerationServicer(pb_grpc.CandidateGenerationServiceServicer):
             k=request.k,
             exclude_item_ids=request.exclude_item_ids,
             model_version=request.model_version,
+            sources=request.sources,
+            given_item_ids=request.given_item_ids,
         )
         log.debug(
             "retrieved %d candidates",

@@ -41,7 +41,6 @@ from serving.vectors import pack_rows, unpack, vector_bytes
 log = logging.getLogger(__name__)
 
 SERVICE = "embedding_store"  # the component label of its degraded answers
-RETRY_UNSERVABLE_S = 10.0  # a published version this process could not load is retried this often
 MAX_PENDING_WRITES = 8  # write-backs in flight; beyond this they are dropped (the next miss writes again)
 
 
@@ -118,9 +117,7 @@ class EmbeddingStore:
         self.ttl_s = ttl_s
         self.metrics = metrics or DEFAULT
         self.stats = Stats()
-        self.published_version: str | None = None  # Redis' pointer, when this process can serve it
-        self._pointer_seen: str | None = None
-        self._pointer_failed_at = 0.0
+        self.published_version: str | None = None  # Redis' pointer, when this process serves it
         self._redis_down_until = 0.0
         self._redis_down_reason = ""
         self._pending: set[asyncio.Task[Any]] = set()
@@ -130,22 +127,21 @@ class EmbeddingStore:
     # -- version ------------------------------------------------------------------------------------------
     @property
     def current_version(self) -> str:
-        return self.published_version or self.registry.current
+        return self.registry.current
 
     async def model_for(self, version: str) -> Model:
-        """The model a request reads: the pinned version, else Redis' pointer, else the registry's current."""
-        wanted = version or self.current_version
+        """The model a request reads: the pinned version (one the registry holds: recmesh.registry), else the
+        current one (Redis' pointer, when this process could load it). A request never loads a version."""
         try:
-            return await self.registry.get(wanted)
-        except (VersionNotAvailable, BundleError) as e:
-            if version:
-                raise NotFound(f"model version {version!r} is not available here: {e}") from e
-            self.published_version = None  # the published version vanished from disk: fall back
-            return await self.registry.get("")
+            return await self.registry.get(version)
+        except VersionNotAvailable as e:
+            raise NotFound(str(e)) from e
 
     async def refresh_version(self) -> None:
-        """Read `recmesh:current_version` once. Unset -> the registry's current. Redis unreachable -> keep the
-        last value (a blip must not flip replicas to another version). Also the Redis liveness probe."""
+        """Read `recmesh:current_version` once and switch the registry to it (a load, off the loop, when it moved).
+        Unset -> the pointer on disk (``<models dir>/PUBLISHED``, else the newest bundle). Redis unreachable, or a
+        version this process cannot load -> keep serving the current one (a blip must not flip replicas; a broken
+        bundle is logged once by the registry and retried with backoff). Also the Redis liveness probe."""
         if self.pointer_redis is not None:
             await self._probe_cache()
         try:
@@ -158,27 +154,13 @@ class EmbeddingStore:
             return
         if self.pointer_redis is None:
             self._mark_up()
+        self.registry.expire()
         pointer = raw.decode() if isinstance(raw, bytes) else raw
-        if pointer is None:
-            self._pointer_seen, self.published_version = None, None
-            return
-        if pointer == self.published_version:
-            return
-        if pointer == self._pointer_seen and time.monotonic() - self._pointer_failed_at < RETRY_UNSERVABLE_S:
-            return  # do not re-verify a broken bundle every second
-        try:
-            await self.registry.get(pointer)  # loads it off the loop if it is on disk but not loaded
-        except (VersionNotAvailable, BundleError) as e:
-            if pointer != self._pointer_seen:
-                log.warning(
-                    "published version not servable here, serving the registry's",
-                    extra={"published": pointer, "error": str(e), "serving": self.registry.current},
-                )
-            self._pointer_seen, self.published_version = pointer, None
-            self._pointer_failed_at = time.monotonic()
-            return
-        log.info("serving published version", extra={"version": pointer})
-        self._pointer_seen, self.published_version = pointer, pointer
+        target = pointer or await asyncio.to_thread(self.registry.pointer_target)
+        if target and target != self.registry.current:
+            with contextlib.suppress(VersionNotAvailable, BundleError):
+                await self.registry.switch_to(target)
+        self.published_version = pointer if pointer == self.registry.current else None
 
     async def _probe_cache(self) -> None:
         """PING the vector cache (when it is not the pointer's Redis): notices a recovery without traffic."""

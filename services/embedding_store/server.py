@@ -24,8 +24,9 @@ async def create_server(
 ) -> Started[EmbeddingStore]:
     """Load the bundle, read Redis' version pointer once, start serving and the background refreshers.
 
-    Stopping the server is enough: when it terminates, the store's background tasks (registry watch, pointer
-    refresher, pending write-backs) are cancelled and its Redis client closed (`store.aclose()`, idempotent).
+    Stopping the server is enough: when it terminates, the store's background tasks (the pointer
+    refresher, which also switches the registry; pending write-backs) are cancelled and its Redis client closed
+    (`store.aclose()`, idempotent).
     """
     registry = await load_registry(settings)
     timeout_s = settings.redis_timeout_ms / 1000
@@ -43,7 +44,6 @@ async def create_server(
     if not settings.model_version:  # a pinned process ignores the published pointer
         await store.refresh_version()
         store.start(every_s=settings.version_refresh_ms / 1000)
-    store.keep(registry.watch())
 
     def register(server: grpc.aio.Server) -> None:
         pb_grpc.add_EmbeddingStoreServiceServicer_to_server(EmbeddingStoreServicer(store), server)

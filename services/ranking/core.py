@@ -8,7 +8,7 @@ Usage::
 
 The ordering is `Model.rank`, the function the offline pipeline calls, so the served order equals the offline
 order for the same bundle, session and candidates. A request is checked once (:func:`validate_query`), before
-the model version it pins is loaded.
+the model version it pins is looked up (a request never loads one: recmesh.registry).
 """
 
 from __future__ import annotations
@@ -49,8 +49,13 @@ class Ranked:
 def validate_query(
     *, session_item_ids: Sequence[str], candidate_ids: Sequence[str], retrieval_scores: ArrayLike, k: int = 0
 ) -> RankQuery:
-    """1 to MAX_ITEMS candidates, one finite retrieval score each, 0 <= k <= RANK_MAX_K (0 = all). Anything else
-    is InvalidArgument naming the range."""
+    """At most MAX_SESSION_ITEMS session ids, 1 to MAX_ITEMS candidates, one finite retrieval score each,
+    0 <= k <= RANK_MAX_K (0 = all). Anything else is InvalidArgument naming the range."""
+    if len(session_item_ids) > limits.MAX_SESSION_ITEMS:
+        raise InvalidArgument(
+            f"at most {limits.MAX_SESSION_ITEMS} session_item_ids, got {len(session_item_ids)}",
+            field="session_item_ids",
+        )
     if not candidate_ids:
         raise InvalidArgument("candidates must not be empty", field="candidates")
     if len(candidate_ids) > limits.MAX_ITEMS:
@@ -92,6 +97,10 @@ def rank_candidates(model: Model, query: RankQuery) -> Ranked:
                 keep.append(position)
         candidates, scores = np.array(rows, dtype=np.int64), query.retrieval_scores[keep]
     ranked, probabilities = model.rank(history, candidates, scores)
+    if not np.isfinite(probabilities).all():  # only scores near float32's limit can do it: never send inf or NaN
+        raise InvalidArgument(
+            "candidate scores are too large to rank (the ranker's scores overflow)", field="candidates"
+        )
     if query.k:
         ranked, probabilities = ranked[: query.k], probabilities[: query.k]
     return Ranked(
@@ -120,6 +129,6 @@ class CandidateRanker:
         query = validate_query(
             session_item_ids=session_item_ids, candidate_ids=candidate_ids, retrieval_scores=retrieval_scores, k=k
         )
-        # Checked before the version load it may trigger; a version the registry lacks is NOT_FOUND (serving.errors).
-        model = await self.registry.get(model_version)
-        return rank_candidates(model, query)
+        # A version the registry does not hold is NOT_FOUND (serving.errors); the lease keeps it while in use.
+        async with self.registry.lease(model_version) as model:
+            return rank_candidates(model, query)

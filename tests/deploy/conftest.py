@@ -95,9 +95,12 @@ def allowed_env(process: str) -> set[str]:
 
 
 def port_env_defaults(process: str) -> dict[str, int]:
-    """{alias: default} of the process's *_PORT settings, e.g. {"PORT": 50053, "METRICS_PORT": 9103}."""
+    """{alias: default} of the process's *_PORT settings, e.g. {"PORT": 50053, "METRICS_PORT": 9103}; a port that
+    is off by default (0: HEALTH_PORT, the plaintext probe port under mutual TLS) is not one every process opens."""
     fields = SETTINGS[process].model_fields.values()
-    return {str(f.validation_alias): f.default for f in fields if str(f.validation_alias).endswith("PORT")}
+    return {
+        str(f.validation_alias): f.default for f in fields if str(f.validation_alias).endswith("PORT") and f.default
+    }
 
 
 def named_ports(process: str) -> dict[str, int]:

@@ -161,8 +161,10 @@ def test_k8s_serving_deployments_have_probes_services_and_the_bundle(overlay: st
             assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
             assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
         else:
+            # Under mutual TLS the kubelet's (plaintext) gRPC probes ask the health-only HEALTH_PORT.
+            probed = int(container_env(objects, container).get("HEALTH_PORT") or ports["grpc"])
             for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-                assert container[probe]["grpc"] == {"port": ports["grpc"]}, (process, probe)
+                assert container[probe]["grpc"] == {"port": probed}, (process, probe)
         # SIGTERM comes after preStop; the server then drains with a 5 s grace: all inside the pod's grace.
         assert container["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", "5"]
         assert workload.pod["terminationGracePeriodSeconds"] >= 30

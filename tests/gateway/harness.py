@@ -36,6 +36,7 @@ from services.candidate_generation.core import CandidateGenerator
 from services.ranking import servicer as ranking_servicer
 from services.ranking.core import CandidateRanker
 from serving.stage_service import start_model_service
+from tests.helpers import auth_headers, keyed_channel, test_key
 
 STAGES = ("embedding_store", "candidate_generation", "ranking")
 SLOW_MACHINE_BUDGET_MS = 10_000  # no loaded test machine runs out of it (a late hop would degrade the answer)
@@ -90,7 +91,8 @@ async def start_model_stage(name: str, models_dir: Path, servicer: type) -> Stag
 
 
 def gateway_settings(models_dir: Path, redis_url: str, **ports: int) -> Settings:
-    env = {"RECMESH_MODELS_DIR": str(models_dir), "REDIS_URL": redis_url}
+    """Settings of a gateway in front of the stages on ``ports``, accepting the all-scope test key."""
+    env = {"RECMESH_MODELS_DIR": str(models_dir), "REDIS_URL": redis_url, "AUTH_KEYS_FILE": str(test_key()[1])}
     for name, port in ports.items():
         env[f"{name.upper()}_ADDR"] = f"127.0.0.1:{port}"
     return Settings(**env)
@@ -98,13 +100,15 @@ def gateway_settings(models_dir: Path, redis_url: str, **ports: int) -> Settings
 
 @dataclass
 class Gateway:
-    """A running gateway: its REST app (and an httpx client on it) and a gRPC stub on its server."""
+    """A running gateway: its REST app (and an httpx client on it) and a gRPC stub on its server; both send the
+    all-scope test key (tests.helpers.test_key) with every request."""
 
     app: Any
     http: httpx.AsyncClient
     stub: recommendation_service_pb2_grpc.RecommendationServiceStub
     channel: grpc.aio.Channel
     redis_url: str
+    grpc_target: str = ""  # the gRPC server's host:port (a channel of a test's own: another key, or none)
 
     @property
     def clients(self) -> Clients:
@@ -136,12 +140,13 @@ async def running_gateway(
     settings = gateway_settings(models_dir, redis_url, **ports).model_copy(update=config)
     app = create_app(settings)
     async with app.router.lifespan_context(app):
-        server, port, _ = await create_grpc_server(app.state.core, "127.0.0.1:0")
-        channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway") as http:
+        server, port, _ = await create_grpc_server(app.state.core, "127.0.0.1:0", authenticator=app.state.auth)
+        channel = keyed_channel(f"127.0.0.1:{port}")
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway", headers=auth_headers()) as http:
             try:
                 stub = recommendation_service_pb2_grpc.RecommendationServiceStub(channel)
-                yield Gateway(app, http, stub, channel, redis_url)
+                yield Gateway(app, http, stub, channel, redis_url, f"127.0.0.1:{port}")
             finally:
                 await channel.close()
                 await server.stop(None)
@@ -179,9 +184,10 @@ def new_user() -> str:
 
 # ------------------------------------------------------------------------------------------ expected answers
 def reference(model: Model, session: list[str], k: int = 10, n: int | None = None, rank: bool = True) -> list[str]:
-    """The offline pipeline's answer, with the bundle's own candidate count unless `n` is given."""
+    """The offline pipeline's answer: the bundle's default recipe, or ANN alone for `n` candidates when given (as
+    the gateway does for options.candidate_count)."""
     history, _ = model.lookup(session)
-    rows, _ = model.recommend(history, k, n or model.manifest["params"]["candidates"], rank=rank)
+    rows, _ = model.recommend(history, k, n, rank=rank)
     return [model.item_ids[r] for r in rows]
 
 
@@ -191,16 +197,22 @@ def offline(
     weights: list[float] | None = None,
     k: int = 10,
     exclude: list[str] | None = None,
+    n: int | None = None,
 ) -> list[str]:
     """The offline pipeline (recmesh.evaluate.run's steps) for a session of known items with optional weights:
-    query of the most recent MAX_SESSION, candidates excluding ``exclude`` (default: the session), ranking."""
+    query of the most recent MAX_SESSION, candidates excluding ``exclude`` (default: the session) from the
+    bundle's default recipe (from ANN alone, max(n, k) of them, when `n` is given: options.candidate_count),
+    ranking."""
     rows = np.array([model.index_of[i] for i in session], dtype=np.int64)
     recent = rows[-MAX_SESSION:]
     w = None if weights is None else np.asarray(weights[-MAX_SESSION:], dtype=np.float32)
     query = session_query(model.space.vectors[recent], model.query_decay, w)
     excluded, _ = model.lookup(exclude if exclude is not None else session)
-    n = max(int(model.manifest["params"]["candidates"]), k)  # the gateway's count: the bundle's, at least k
-    candidates, scores = model.retrieve(query, n, np.unique(excluded))
+    if n is not None:
+        candidates, scores = model.retrieve(query, max(n, k), np.unique(excluded))
+    else:
+        pool = model.candidates(recent, model.default_recipe, np.unique(excluded), query=query)
+        candidates, scores = pool.rows, pool.scores
     ranked, _ = model.rank(recent, candidates, scores)
     return [model.item_ids[r] for r in ranked[:k]]
 

@@ -87,10 +87,12 @@ async def test_event_types_weigh_into_the_session_vector(gateway: Gateway, model
         {"user_id": bought, "item_id": a, "type": "purchase", "timestamp_ms": start},
         {"user_id": bought, "item_id": b, "type": "view"},
     )
-    as_views = ids(await gateway.recommend(user_id=viewed, k=20))
-    with_purchase = ids(await gateway.recommend(user_id=bought, k=20))
-    assert as_views == offline(model, [a, b], k=20)  # all views: the offline query, bit for bit
-    assert with_purchase == offline(model, [a, b], [3.0, 1.0], k=20)  # purchase = 3 x a view (the default)
+    # ANN alone: the query vector is what the weights change (the default recipe's covisit source reads no weights)
+    n = int(model.manifest["params"]["candidates"])
+    as_views = ids(await gateway.recommend(user_id=viewed, k=20, options={"candidate_count": n}))
+    with_purchase = ids(await gateway.recommend(user_id=bought, k=20, options={"candidate_count": n}))
+    assert as_views == offline(model, [a, b], k=20, n=n)  # all views: the offline query, bit for bit
+    assert with_purchase == offline(model, [a, b], [3.0, 1.0], k=20, n=n)  # purchase = 3 x a view (the default)
     assert with_purchase != as_views
     rows = np.array([model.index_of[a], model.index_of[b]])
     vectors = model.space.vectors[rows]

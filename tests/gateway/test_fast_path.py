@@ -12,6 +12,7 @@ from tests.gateway.harness import Gateway, running_gateway
 
 session_loop = pytest.mark.asyncio(loop_scope="session")
 
+JSON = {"content-type": "application/json"}
 VOLATILE = ("recommendation_id", "timings")
 
 
@@ -47,12 +48,12 @@ async def test_the_fast_path_answers_exactly_as_the_framework_route(
 ) -> None:  # type: ignore[no-untyped-def]
     async with running_gateway(models_dir, redis_server.url, stage_ports, rest_fast_path=False) as framework:
         for body in bodies(session_items):
-            fast = await gateway.http.post("/v1/recommend", content=body)
-            slow = await framework.http.post("/v1/recommend", content=body)
+            fast = await gateway.http.post("/v1/recommend", content=body, headers=JSON)
+            slow = await framework.http.post("/v1/recommend", content=body, headers=JSON)
             assert comparable(fast) == comparable(slow), body
             assert fast.headers["x-request-id"] and ("server-timing" in fast.headers) == (fast.status_code == 200)
         for body in WORDED_DIFFERENTLY:
-            fast = await gateway.http.post("/v1/recommend", content=body)
-            slow = await framework.http.post("/v1/recommend", content=body)
+            fast = await gateway.http.post("/v1/recommend", content=body, headers=JSON)
+            slow = await framework.http.post("/v1/recommend", content=body, headers=JSON)
             assert fast.status_code == slow.status_code == 400, body
             assert fast.json()["error"]["status"] == slow.json()["error"]["status"] == "INVALID_ARGUMENT"

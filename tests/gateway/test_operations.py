@@ -7,8 +7,6 @@ import asyncio
 import contextlib
 from pathlib import Path
 
-import grpc
-import grpc.aio
 import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -19,6 +17,7 @@ from gateway.__main__ import _HttpServer, serve
 from gateway.budget import Budget, server_timing
 from recmesh.v1 import recommendation_service_pb2, recommendation_service_pb2_grpc
 from tests.gateway.harness import Gateway, assert_error, gateway_settings, ids, reference
+from tests.helpers import auth_headers, keyed_channel
 
 session_loop = pytest.mark.asyncio(loop_scope="session")
 pb = recommendation_service_pb2
@@ -60,7 +59,7 @@ async def test_real_http_over_uvicorn(gateway: Gateway, model, session_items) ->
             if server.started:
                 break
             await asyncio.sleep(0.01)
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", headers=auth_headers()) as http:
             response = await http.post("/v1/recommend", json={"session": session_items})
             assert response.status_code == 200 and ids(response.json()) == reference(model, session_items)
             assert response.headers["content-type"] == "application/json"
@@ -81,7 +80,7 @@ async def test_python_m_gateway_serves_rest_and_grpc_then_stops_gracefully(
     settings = settings.model_copy(update={"http_port": http_port, "grpc_port": grpc_port, "drain_s": 0.3})
     stop = asyncio.Event()
     task = asyncio.create_task(serve(settings, stop))
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{http_port}") as http:
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{http_port}", headers=auth_headers()) as http:
         for _ in range(300):
             with contextlib.suppress(httpx.TransportError):
                 if (await http.get("/readyz")).status_code == 200:
@@ -89,7 +88,7 @@ async def test_python_m_gateway_serves_rest_and_grpc_then_stops_gracefully(
             await asyncio.sleep(0.02)
         response = await http.post("/v1/recommend", json={"session": session_items})
         assert ids(response.json()) == reference(model, session_items)
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+        async with keyed_channel(f"127.0.0.1:{grpc_port}") as channel:
             stub = recommendation_service_pb2_grpc.RecommendationServiceStub(channel)
             reply = await stub.Recommend(pb.RecommendRequest(session_item_ids=session_items), timeout=5)
             assert [i.item_id for i in reply.items] == reference(model, session_items)

@@ -41,10 +41,16 @@ async def test_bad_recommend_input_is_a_400_with_a_message(gateway: Gateway, wha
 
 
 @session_loop
-async def test_a_json_body_is_read_whatever_the_content_type_says(gateway: Gateway, model, session_items) -> None:  # type: ignore[no-untyped-def]
-    """`curl -d '{...}'` sends application/x-www-form-urlencoded; the README's examples must still work."""
+async def test_a_json_body_is_read_as_json_only_when_it_says_so(gateway: Gateway, model, session_items) -> None:  # type: ignore[no-untyped-def]
+    """A form or text/plain POST (what any web page can send cross-site) is 415; application/json and
+    application/*+json are read. The README's curl examples send -H 'Content-Type: application/json'."""
     body = json.dumps({"session": session_items, "k": 5}).encode()
-    for content_type in ("application/x-www-form-urlencoded", "text/plain"):
+    for content_type in ("application/x-www-form-urlencoded", "text/plain", "multipart/form-data; boundary=x", ""):
+        response = await gateway.http.post("/v1/recommend", content=body, headers={"content-type": content_type})
+        assert_error(response, 415, "INVALID_ARGUMENT", "must be JSON")
+        response = await gateway.http.post("/v1/events", content=b"{}", headers={"content-type": content_type})
+        assert_error(response, 415, "INVALID_ARGUMENT", "must be JSON")
+    for content_type in ("application/json", "application/json; charset=utf-8", "application/vnd.api+json"):
         response = await gateway.http.post("/v1/recommend", content=body, headers={"content-type": content_type})
         assert response.status_code == 200, response.text
         assert ids(response.json()) == reference(model, session_items)[:5]

@@ -13,6 +13,7 @@ import pytest_asyncio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from recmesh.pipeline import MAX_SESSION
+from recmesh.publish import write_pointer_file
 from recmesh.v1 import candidate_generation_service_pb2 as pb
 from services.candidate_generation import core
 from services.candidate_generation.servicer import SERVICE_NAME
@@ -197,10 +198,12 @@ async def test_each_request_is_served_by_the_version_it_pins(bundle_path, model,
     models_dir, old, new = two_version_models_dir(bundle_path, tmp_path)
     session = sample_sessions(1)[0]
     want = expected(model, model.query(model.lookup(session)[0]), 10, None)[0]
+    write_pointer_file(models_dir, old)  # published: old; then a flip to new (both pinnable: recmesh.registry)
     async with serve_candidates(models_dir) as (stub, _channel):
         current = await stub.RetrieveCandidates(pb.RetrieveCandidatesRequest(item_ids=session, k=10), timeout=5)
-        assert current.model_version == new  # the newest bundle is served by default
-        for version in (old, new, old):
+        assert current.model_version == old  # the published bundle is served by default
+        write_pointer_file(models_dir, new)
+        for version in (new, old, new, old):
             reply = await stub.RetrieveCandidates(
                 pb.RetrieveCandidatesRequest(item_ids=session, k=10, model_version=version), timeout=5
             )

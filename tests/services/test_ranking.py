@@ -14,6 +14,7 @@ import pytest_asyncio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from recmesh.pipeline import MAX_SESSION
+from recmesh.publish import write_pointer_file
 from recmesh.v1 import candidate_generation_service_pb2 as cg_pb
 from recmesh.v1 import candidate_generation_service_pb2_grpc as cg_grpc
 from recmesh.v1 import ranking_service_pb2 as pb
@@ -204,9 +205,11 @@ async def test_each_request_is_served_by_the_version_it_pins(bundle_path, model,
     candidates, scores = model.retrieve(model.query(history), 20, np.unique(history))
     want = [model.item_ids[r] for r in model.rank(history, candidates, scores)[0]]
     request = rank_request(session, ids_of(model, candidates), scores)
+    write_pointer_file(models_dir, old)  # published: old; then a flip to new (both pinnable: recmesh.registry)
     async with serve_ranking(models_dir) as s:
-        assert (await s.rank.Rank(request, timeout=5)).model_version == new  # newest bundle by default
-        for version in (old, new, old):
+        assert (await s.rank.Rank(request, timeout=5)).model_version == old  # the published bundle by default
+        write_pointer_file(models_dir, new)
+        for version in (new, old, new, old):
             request.model_version = version
             reply = await s.rank.Rank(request, timeout=5)
             assert reply.model_version == version

@@ -57,7 +57,7 @@ def rpc_comment(rpc: str) -> str:
 
 @pytest.fixture(scope="module")
 def openapi() -> dict[str, Any]:
-    return create_app(Settings()).openapi()  # type: ignore[no-any-return]
+    return create_app(Settings(AUTH="disabled")).openapi()  # type: ignore[no-any-return]
 
 
 def body_field(spec: dict[str, Any], schema: str, field: str) -> dict[str, Any]:
@@ -110,6 +110,8 @@ CAPPED = [
     Capped("FindCandidatesRequest", "exclude_item_ids", ("CandidatesIn", "exclude_item_ids"), limits.MAX_EXCLUDE),
     Capped("RankCandidatesRequest", "candidates", ("RankIn", "candidates"), limits.MAX_ITEMS),
     Capped("RankCandidatesRequest", "k", ("RankIn", "k"), limits.RANK_MAX_K, 0),
+    Capped("RecommendRequest", "session_item_ids", ("RecommendIn", "session"), limits.MAX_SESSION_ITEMS),
+    Capped("RankCandidatesRequest", "session_item_ids", ("RankIn", "session"), limits.MAX_SESSION_ITEMS),
 ]
 
 
@@ -177,10 +179,11 @@ async def front(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Front
         EMBEDDING_STORE_ADDR=nowhere,
         CANDIDATE_GENERATION_ADDR=nowhere,
         RANKING_ADDR=nowhere,
+        AUTH="disabled",  # limits are under test here, not keys (tests/gateway/test_auth.py)
     )
     clients = Clients.open(settings)
     app = create_app(settings, clients=clients)
-    server, port, _ = await create_grpc_server(app.state.core, "127.0.0.1:0")
+    server, port, _ = await create_grpc_server(app.state.core, "127.0.0.1:0", authenticator=app.state.auth)
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
     try:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway") as http:
@@ -233,3 +236,30 @@ async def test_every_recommend_cap_gives_one_message_over_both_faces(front: Fron
         violations = response.json()["error"]["details"][0]["fieldViolations"]
         assert [v["field"] for v in violations] == [f"options.{name}"]
         assert [v.field for v in errors.from_rpc_error(info.value).violations] == [f"options.{name}"]
+
+
+def test_the_stage_services_state_the_session_cap_too() -> None:
+    comment = proto_comment("RankRequest", "session_item_ids", "ranking_service.proto")
+    assert f"at most {limits.MAX_SESSION_ITEMS} (more is invalid_argument)" in comment.lower(), comment
+
+
+def test_the_openapi_document_states_the_rules_the_server_enforces(openapi: dict[str, Any]) -> None:
+    """Strict types (no bool as a number), the timestamp range, a non-empty vector within float32."""
+    assert body_field(openapi, "RecommendIn", "k")["type"] == "integer"  # pydantic's strict int: a bool is a 400
+    timestamp = body_field(openapi, "EventIn", "timestamp_ms")["anyOf"]
+    assert {"type": "integer", "minimum": limits.MIN_TIMESTAMP_MS} in timestamp and {"type": "null"} in timestamp
+    assert {"type": "integer", "enum": [0]} in timestamp  # 0 = now
+    for schema in ("RecommendOptionsIn", "CandidatesIn"):
+        field = body_field(openapi, schema, "query_vector")  # minItems beside anyOf: it constrains arrays only
+        vector = next(s for s in field["anyOf"] if s.get("type") == "array")
+        assert field["minItems"] == 1 and vector["items"]["maximum"] == limits.MAX_QUERY_SQUARED_NORM
+    score = body_field(openapi, "CandidateIn", "score")
+    assert score["maximum"] == limits.MAX_SCORE and score["minimum"] == -limits.MAX_SCORE
+
+
+def test_every_answer_is_documented_with_its_model_not_a_string(openapi: dict[str, Any]) -> None:
+    for path, operations in openapi["paths"].items():
+        for method, operation in operations.items():
+            for status, response in operation["responses"].items():
+                schema = response.get("content", {}).get("application/json", {}).get("schema")
+                assert schema and schema != {"type": "string"}, (method, path, status, schema)

@@ -107,7 +107,7 @@ def ids(answer: dict) -> list[str]:
 
 def offline(model, session: list[str], k: int = 10) -> list[str]:  # type: ignore[no-untyped-def]
     history, _ = model.recent_known(session)
-    rows, _ = model.recommend(history, k, model.manifest["params"]["candidates"])
+    rows, _ = model.recommend(history, k)  # the bundle's default recipe, as the gateway uses
     return [model.item_ids[i] for i in rows]
 
 
@@ -199,23 +199,18 @@ def test_publish_of_another_model_while_requests_flow_gives_every_answer_whole_f
     expected = {v: [offline(m, s, k=5) for s in sessions] for v, m in offline_by_version.items()}
     disagree = sum(a != b for a, b in zip(expected[old], expected[new], strict=True))
     assert disagree >= len(sessions) // 2, f"the two models agree on {len(sessions) - disagree} of {len(sessions)}"
-    # Asked for by name, every hop serves the new version before it is published (and has loaded it by then).
-    options = {"budget_ms": 10_000}
-    status, answer, _ = post(
-        stack, "/v1/recommend", {"session": sessions[0], "k": 5, "model_version": new, "options": options}
-    )
-    assert status == 200 and not answer["degraded"] and ids(answer) == expected[new][0], answer
+    # On disk but not published: not pinnable, and no request makes a process load it (recmesh.registry).
+    pinned = {"session": sessions[0], "k": 5, "model_version": new, "options": {"budget_ms": 10_000}}
+    status, answer, _ = post(stack, "/v1/recommend", pinned)
+    assert status == 404 and "cannot be pinned here" in json.dumps(answer), answer
 
     def answers_of(version: str, n: int) -> Callable[[list[tuple[int, int, dict]]], bool]:
         return lambda results: sum(answer.get("model_version") == version for _, _, answer in results) >= n
 
     with recommendations_flowing(stack, k=5) as flowing:
-        # Candidate generation and ranking make the newest bundle on disk current by themselves, before it is
-        # published: from then on, a hop that did not serve the version hop 1 pins would mix the two models.
-        deadline = time.monotonic() + 15
-        while current_versions(stack) != {new} and time.monotonic() < deadline:
-            time.sleep(0.2)  # another process's state: nothing to await
-        assert current_versions(stack) == {new}
+        # The pointer (<models dir>/PUBLISHED) still names the old version: the newer bundle on disk is not served.
+        time.sleep(2.5)  # longer than the registries' 2 s look at the pointer
+        assert current_versions(stack) == {old}
         with flowing.lock:
             before = sum(answer.get("model_version") == old for _, _, answer in flowing.results)
         assert flowing.wait_for(answers_of(old, before + 20)), "no answers pinned to the old version meanwhile"
@@ -233,6 +228,10 @@ def test_publish_of_another_model_while_requests_flow_gives_every_answer_whole_f
     assert versions[0] == old and versions[-1] == new
     switch = versions.index(new)
     assert set(versions[switch:]) == {new}, "a request went back to the old version after the switch"
+    # After the flip both are pinnable (current and previous): a rollout's requests in flight finish.
+    for version in (old, new):
+        status, answer, _ = post(stack, "/v1/recommend", {**pinned, "model_version": version})
+        assert status == 200 and answer["model_version"] == version and ids(answer) == expected[version][0], answer
 
 
 def test_ranking_replica_killed_under_load_fails_no_request_and_rejoins_after_restart(stack: LocalStack):

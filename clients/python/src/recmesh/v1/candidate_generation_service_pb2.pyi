@@ -8,18 +8,22 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class RetrieveCandidatesRequest(_message.Message):
-    __slots__ = ("query_vector", "item_ids", "k", "exclude_item_ids", "model_version")
+    __slots__ = ("query_vector", "item_ids", "k", "exclude_item_ids", "model_version", "sources", "given_item_ids")
     QUERY_VECTOR_FIELD_NUMBER: _ClassVar[int]
     ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
     EXCLUDE_ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SOURCES_FIELD_NUMBER: _ClassVar[int]
+    GIVEN_ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
     query_vector: bytes
     item_ids: _containers.RepeatedScalarFieldContainer[str]
     k: int
     exclude_item_ids: _containers.RepeatedScalarFieldContainer[str]
     model_version: str
-    def __init__(self, query_vector: _Optional[bytes] = ..., item_ids: _Optional[_Iterable[str]] = ..., k: _Optional[int] = ..., exclude_item_ids: _Optional[_Iterable[str]] = ..., model_version: _Optional[str] = ...) -> None: ...
+    sources: str
+    given_item_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, query_vector: _Optional[bytes] = ..., item_ids: _Optional[_Iterable[str]] = ..., k: _Optional[int] = ..., exclude_item_ids: _Optional[_Iterable[str]] = ..., model_version: _Optional[str] = ..., sources: _Optional[str] = ..., given_item_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class RetrieveCandidatesResponse(_message.Message):
     __slots__ = ("model_version", "unknown_item_ids", "item_ids", "scores")

@@ -8,20 +8,22 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class RecommendOptions(_message.Message):
-    __slots__ = ("skip_ranking", "candidate_count", "exclude_item_ids", "budget_ms", "query_vector", "include_seen")
+    __slots__ = ("skip_ranking", "candidate_count", "exclude_item_ids", "budget_ms", "query_vector", "include_seen", "sources")
     SKIP_RANKING_FIELD_NUMBER: _ClassVar[int]
     CANDIDATE_COUNT_FIELD_NUMBER: _ClassVar[int]
     EXCLUDE_ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
     BUDGET_MS_FIELD_NUMBER: _ClassVar[int]
     QUERY_VECTOR_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_SEEN_FIELD_NUMBER: _ClassVar[int]
+    SOURCES_FIELD_NUMBER: _ClassVar[int]
     skip_ranking: bool
     candidate_count: int
     exclude_item_ids: _containers.RepeatedScalarFieldContainer[str]
     budget_ms: int
     query_vector: bytes
     include_seen: bool
-    def __init__(self, skip_ranking: _Optional[bool] = ..., candidate_count: _Optional[int] = ..., exclude_item_ids: _Optional[_Iterable[str]] = ..., budget_ms: _Optional[int] = ..., query_vector: _Optional[bytes] = ..., include_seen: _Optional[bool] = ...) -> None: ...
+    sources: str
+    def __init__(self, skip_ranking: _Optional[bool] = ..., candidate_count: _Optional[int] = ..., exclude_item_ids: _Optional[_Iterable[str]] = ..., budget_ms: _Optional[int] = ..., query_vector: _Optional[bytes] = ..., include_seen: _Optional[bool] = ..., sources: _Optional[str] = ...) -> None: ...
 
 class RecommendRequest(_message.Message):
     __slots__ = ("session_item_ids", "user_id", "k", "options", "model_version")
