@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import functools
 import json
+import math
 import os
 import signal
 import sys
@@ -263,18 +264,37 @@ def degraded_after_back(samples: list[Sample], faults: list[Fault], window_s: fl
     return tails
 
 
+def outside_where(samples: list[Sample], faults: list[Fault]) -> dict[str, int]:
+    """Where the degraded answers outside every fault were sent, relative to the nearest fault: "before <fault>"
+    (in the 0.5 s before it started) or "<x> s after <fault> was back" (rounded up to the second), counted."""
+    where: dict[str, int] = {}
+    for s in samples:
+        nearest = min(faults, key=lambda f: min(abs(s.sent - f.start), abs(s.sent - f.back)))
+        if nearest.start - 0.5 <= s.sent < nearest.start:
+            key = f"sent up to 0.5 s before {nearest.name}"
+        else:
+            key = f"sent {math.ceil(s.sent - nearest.back)} s after {nearest.name} was back"
+        where[key] = where.get(key, 0) + 1
+    return where
+
+
 def summarize(
     load: ChaosLoad, faults: list[Fault], readyz: list[tuple[float, int]], lost: list[Any], origin: float
 ) -> dict[str, Any]:
     rec = [s for s in load.samples if s.kind == "recommend"]
     events = [s for s in load.samples if s.kind == "event"]
-    in_fault = [any(f.start <= s.sent <= f.back + 1.0 for f in faults) for s in rec]
+    # A request belongs to a fault when it was in flight at any moment from the fault to 1 s after the part was
+    # back: one sent just before a process died is answered degraded because of it.
+    in_fault = [any(f.start <= s.sent + s.latency_ms / 1000 and s.sent <= f.back + 1.0 for f in faults) for s in rec]
     return {
         "rate_per_s": load.rate,
         "recommendations": len(rec),
         "recommendations_failed": sum(1 for s in rec if s.status != 200),
         "recommendations_degraded": sum(1 for s in rec if s.degraded),
-        "degraded_outside_fault_plus_1s": sum(1 for s, f in zip(rec, in_fault, strict=True) if s.degraded and not f),
+        "degraded_outside_faults": sum(1 for s, f in zip(rec, in_fault, strict=True) if s.degraded and not f),
+        "degraded_outside_where": outside_where(
+            [s for s, f in zip(rec, in_fault, strict=True) if s.degraded and not f], faults
+        ),
         "sends_skipped_max_in_flight": load.skipped,
         "event_calls": len(events),
         "event_calls_503": sum(1 for s in events if s.status == 503),

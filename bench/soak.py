@@ -86,11 +86,31 @@ class Sampler(threading.Thread):
 
     def run(self) -> None:
         self.sample()
+        shown = 0.0
         while not self.stopped.wait(self.every_s):
             self.sample()
+            if self.samples[-1]["t_s"] - shown >= PROGRESS_EVERY_S:  # a 10-minute run shows it is alive
+                shown = self.samples[-1]["t_s"]
+                print(progress_line(self.samples[0], self.samples[-1]), file=sys.stderr, flush=True)
         self.sample()
         for client in self.clients.values():
             client.close()
+
+
+PROGRESS_EVERY_S = 30.0
+GROWS_BY_DESIGN = ("redis:store", "rss:redis-store")
+
+
+def progress_line(first: dict[str, Any], last: dict[str, Any]) -> str:
+    """``soak 120 s: gateway +1.2 MB, ranking-0 +3.4 MB, ... redis:store 2.1 MB``: growth since the first sample."""
+    grown = [
+        f"{key.split(':', 1)[1]} {((last[key] or 0) - (first.get(key) or 0)) / MB:+.1f} MB"
+        for key in sorted(last)
+        if key.startswith("rss:") and last[key] is not None
+    ]
+    store = last.get("redis:store")
+    tail = f", redis store {store / MB:.1f} MB" if store else ""
+    return f"soak {last['t_s']:.0f} s: RSS {', '.join(grown)}{tail}"
 
 
 @dataclass
@@ -179,7 +199,9 @@ def verdict(
     """Each series' slope and whether it is flat; the store's growth per new visitor (expected: it keeps them)."""
     per_series = slopes(samples, warmup_s)
     end_s = max((row["t_s"] for row in samples), default=0.0)
-    flat = {key: abs(slope) <= tolerance for key, slope in per_series.items() if key != "redis:store"}
+    # The store keeps every new visitor's events by design (bounded by its maxmemory): its used_memory and its
+    # process' RSS grow with them, and are reported as bytes per visitor, not judged flat or not.
+    flat = {key: abs(slope) <= tolerance for key, slope in per_series.items() if key not in GROWS_BY_DESIGN}
     store = per_series.get("redis:store")
     return {
         "warmup_s": warmup_s,
@@ -256,8 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__.split("\n\n")[0])
     parser.add_argument("--models-dir", default=None, help="newest bundle of this dir (default: a tiny one)")
     parser.add_argument("--duration", type=float, default=600.0, help="seconds of load")
-    parser.add_argument("--rate", type=float, default=30.0, help="requests/s in all")
-    parser.add_argument("--visitors-per-s", type=int, default=5, help="new visitors each second (3 requests each)")
+    parser.add_argument("--rate", type=float, default=200.0, help="requests/s in all")
+    parser.add_argument("--visitors-per-s", type=int, default=20, help="new visitors each second (3 requests each)")
     parser.add_argument("--sample-every", type=float, default=5.0, help="seconds between memory samples")
     parser.add_argument("--warmup-share", type=float, default=1 / 3, help="share of the run left out of the slope")
     parser.add_argument("--tolerance", type=float, default=0.5, help="MB/min within which a series counts as flat")

@@ -24,8 +24,7 @@ from fastapi import FastAPI, Query, Request
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from starlette.responses import Response
 
-from gateway import auth, readiness, schemas
-from gateway.auth_http import AuthMiddleware
+from gateway import auth, auth_http, readiness, schemas
 from gateway.budget import server_timing
 from gateway.clients import Clients, Scored
 from gateway.core import GatewayCore
@@ -132,7 +131,7 @@ def create_app(settings: Settings, clients: Clients | None = None, versions: Mod
     app.state.auth = auth.Authenticator.from_settings(settings)  # no keys and not AUTH=disabled: no gateway
     if settings.rest_fast_path:  # added first: it runs inside GatewayMiddleware (request id, body cap, metrics)
         app.add_middleware(RecommendFastPath, answer=recommend_answer)
-    app.add_middleware(AuthMiddleware, auth=app.state.auth)  # every route, the fast one included
+    app.add_middleware(auth_http.AuthMiddleware, auth=app.state.auth)  # every route, the fast one included
     app.add_middleware(EdgeMiddleware, limits=EdgeLimits.of(settings))  # content type, shedding, body deadline
     app.add_middleware(GatewayMiddleware)
     install_error_handlers(app)
@@ -157,9 +156,37 @@ def _document_no_422(app: FastAPI) -> None:
                     operation["responses"].pop("422", None)
             for unused in ("HTTPValidationError", "ValidationError"):
                 document.get("components", {}).get("schemas", {}).pop(unused, None)
+            _document_api_keys(document)
         return app.openapi_schema  # type: ignore[return-value]
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _document_api_keys(document: dict[str, Any]) -> None:
+    """Every /v1 operation takes an API key (gateway/auth_http.py): say so, with the scope each needs, so clients
+    and fuzzers generated from the document send one. Probes and /metrics stay open."""
+    document.setdefault("components", {})["securitySchemes"] = {
+        "bearer": {"type": "http", "scheme": "bearer", "description": "An API key, rk_<id>_<secret>."},
+        "apiKey": {"type": "apiKey", "in": "header", "name": "x-api-key", "description": "The same key."},
+    }
+    for path, operations in document["paths"].items():
+        needs_key, scope = auth_http.scope_of(path)
+        if not needs_key:
+            continue
+        for operation in operations.values():
+            operation["security"] = [{"bearer": []}, {"apiKey": []}]
+            if scope is not None:
+                operation["description"] = (
+                    f"{operation.get('description', '')}\n\nNeeds an API key with the scope `{scope}`"
+                    + (" (and `history:read` when the request names a `user_id`)." if scope == "recommend" else ".")
+                ).strip()
+            error = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}}
+            operation["responses"].setdefault(
+                "401", {"description": "No API key, or an unknown or expired one.", "content": error}
+            )
+            operation["responses"].setdefault(
+                "403", {"description": "The key lacks the scope this call needs.", "content": error}
+            )
 
 
 async def recommend_answer(core: GatewayCore, body: schemas.RecommendIn) -> JsonResponse:

@@ -39,7 +39,7 @@ def test_soak_samples_every_process_and_both_redis_and_reports_slopes(models_dir
     assert report["samples"][-1].keys() >= SERIES
     assert all(report["samples"][-1][key] > 0 for key in SERIES)
     assert report["verdict"]["slope_mb_per_min"].keys() == SERIES
-    assert report["verdict"]["flat"].keys() == SERIES - {"redis:store"}
+    assert report["verdict"]["flat"].keys() == SERIES - set(soak.GROWS_BY_DESIGN)  # the store grows by design
     assert 15 <= report["new_visitors"] <= 24
     assert report["requests"].keys() == {"/v1/events 200", "/v1/recommend 200"}, report["requests"]
     assert report["samples"][-1]["keys:store"] > report["samples"][0]["keys:store"]  # the new visitors are stored

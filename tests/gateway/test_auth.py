@@ -93,6 +93,21 @@ async def test_rest_needs_a_valid_key_with_the_route_scope(keyed: Keyed, session
 
 
 @session_loop
+async def test_the_openapi_document_says_which_operations_need_a_key_and_which_scope(keyed: Keyed) -> None:
+    document = (await keyed.anonymous.get("/openapi.json")).json()
+    assert {"bearer", "apiKey"} <= set(document["components"]["securitySchemes"])
+    for path, operations in document["paths"].items():
+        for operation in operations.values():
+            if path.startswith("/v1/"):
+                assert operation["security"] == [{"bearer": []}, {"apiKey": []}], path
+                assert {"401", "403"} <= set(operation["responses"]), path
+                assert "Needs an API key with the scope" in operation["description"], path
+            else:
+                assert "security" not in operation, path  # probes stay open
+    assert "`history:read`" in document["paths"]["/v1/recommend"]["post"]["description"]
+
+
+@session_loop
 async def test_a_visitors_history_is_readable_only_with_history_read(keyed: Keyed, session_items: list[str]) -> None:
     user = new_user()
     assert (await keyed.post("/v1/events", _event(user, session_items[0]), "shop-back")).status_code == 200

@@ -33,4 +33,8 @@ def test_crashes_and_a_stall_fail_no_request_and_lose_no_acknowledged_event(bund
     assert summary["event_calls_failed_otherwise"] == 0, where  # a 503 while Redis is down is retried
     assert summary["events_acknowledged"] > 50 and summary["events_lost"] == 0, where
     assert summary["readyz_polls"] > 50 and summary["readyz_not_200"] == 0, where
+    # Degraded answers belong to the faults (in flight from a fault to 1 s after its part was back). A few strays
+    # are tolerated here, where a shared CI machine may make a hop late; bench.chaos reports the exact count.
+    stray = summary["degraded_outside_faults"]
+    assert stray <= max(2, 0.01 * summary["recommendations"]), (stray, summary["degraded_outside_where"], where)
     assert sum("restarted" in line for line in summary["supervisor_log"]) == 4, summary["supervisor_log"]
