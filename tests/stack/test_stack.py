@@ -198,7 +198,9 @@ def test_publish_of_another_model_while_requests_flow_gives_every_answer_whole_f
     sessions = sample_sessions(20)  # what recommendations_flowing sends
     expected = {v: [offline(m, s, k=5) for s in sessions] for v, m in offline_by_version.items()}
     disagree = sum(a != b for a, b in zip(expected[old], expected[new], strict=True))
-    assert disagree >= len(sessions) // 2, f"the two models agree on {len(sessions) - disagree} of {len(sessions)}"
+    # Enough answers differ to tell the versions apart (both draw covisit candidates from tables of the same data,
+    # so they agree more than two ANN-only models did: 9-12 of 20 seen differ; word2vec's threads vary it).
+    assert disagree >= len(sessions) // 4, f"the two models agree on {len(sessions) - disagree} of {len(sessions)}"
     # On disk but not published: not pinnable, and no request makes a process load it (recmesh.registry).
     pinned = {"session": sessions[0], "k": 5, "model_version": new, "options": {"budget_ms": 10_000}}
     status, answer, _ = post(stack, "/v1/recommend", pinned)
