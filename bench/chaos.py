@@ -15,7 +15,7 @@ timestamp_ms, retried after a 503 until acknowledged) while the faults happen, o
 A thread polls /readyz every 100 ms. Afterwards every acknowledged event is looked for in Redis. Writes
 <out>.json (totals, each fault's span and how long answers stayed degraded after the part was back) and <out>.png
 (latency and the share of degraded answers over time, faults shaded). tests/stack/test_chaos.py runs the same at a
-low rate. Run it only while holding /tmp/bench.lock (the machine is shared).
+low rate. Run it alone on the machine: other load skews what it measures.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ For each policy (no AOF, ``appendfsync everysec``, ``appendfsync always``) a pri
 its data directory on this machine's disk, and the gateway's event store (gateway/event_store.py: the one Lua
 script RecordEvent runs) writes single events for --seconds, closed loop, with 1 and then 32 concurrent writers
 (the gateway's many requests in flight: Redis fsyncs once per event-loop turn for every write of that turn, so
-concurrency amortises ``always``). docs/reliability.md has the numbers and the choice. Hold /tmp/bench.lock.
+concurrency amortises ``always``). docs/reliability.md has the numbers and the choice. Run it alone on the machine.
 """
 
 from __future__ import annotations

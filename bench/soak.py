@@ -14,7 +14,7 @@ Writes <out>.json (the samples, request counts by status, and per series the slo
 least-squares line over the samples after the first --warmup-share of the run) and <out>.png (memory over time).
 A process or the cache is "flat" when its slope is within --tolerance MB/min. The store is expected to grow: it
 keeps every visitor's history (30-day TTL, bounded by its maxmemory); its growth is reported per new visitor.
-tests/bench/test_soak.py runs it for seconds. Run it only while holding /tmp/bench.lock (the machine is shared).
+tests/bench/test_soak.py runs it for seconds. Run it alone on the machine: other load skews what it measures.
 """
 
 from __future__ import annotations
