@@ -11,13 +11,14 @@ RESOURCE_EXHAUSTED with RetryInfo), counts it and binds its request id. Health a
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
 import grpc.aio
 
 from gateway import auth
+from serving.interceptor import HANDLER_KINDS, Continuation
 
 METHOD_SCOPES = {
     "Recommend": "recommend",  # history:read as well when it names a user_id (gateway/grpc_api.py)
@@ -28,18 +29,12 @@ METHOD_SCOPES = {
     "RecordEvent": "events:write",
     "RecordEvents": "events:write",
 }
-_KINDS = (
-    ("unary_unary", grpc.unary_unary_rpc_method_handler),
-    ("unary_stream", grpc.unary_stream_rpc_method_handler),
-    ("stream_unary", grpc.stream_unary_rpc_method_handler),
-    ("stream_stream", grpc.stream_stream_rpc_method_handler),
-)
-
-Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]]
 
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):
-    """Checks every call of ``service`` (its full name); other services pass untouched."""
+    """Checks every call of ``service`` (its full name); other services pass untouched. It sits inside
+    serving.interceptor's RpcInterceptor, which keeps the handler built for each method, so this runs once per
+    method, not per call."""
 
     def __init__(self, authenticator: auth.Authenticator, service: str) -> None:
         self.auth = authenticator
@@ -52,8 +47,11 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         path: str = handler_call_details.method  # type: ignore[attr-defined]
         if handler is None or not path.startswith(self.prefix):
             return handler
+        return self._wrap(path, handler)
+
+    def _wrap(self, path: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         scope = METHOD_SCOPES.get(path[len(self.prefix) :])
-        for kind, make_handler in _KINDS:
+        for kind, make_handler in HANDLER_KINDS:
             behavior = getattr(handler, kind)
             if behavior is not None:
                 return make_handler(

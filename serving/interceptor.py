@@ -51,8 +51,9 @@ OK, CANCELLED, UNKNOWN = (
     code.value[0] for code in (grpc.StatusCode.OK, grpc.StatusCode.CANCELLED, grpc.StatusCode.UNKNOWN)
 )
 
-# The handler field of each kind of method, and the function that builds a handler of that kind.
-_KINDS: tuple[tuple[str, Callable[..., grpc.RpcMethodHandler]], ...] = (
+# The handler field of each kind of method, and the function that builds a handler of that kind (also used by
+# gateway/auth_grpc.py, which wraps handlers the same way).
+HANDLER_KINDS: tuple[tuple[str, Callable[..., grpc.RpcMethodHandler]], ...] = (
     ("unary_unary", grpc.unary_unary_rpc_method_handler),
     ("unary_stream", grpc.unary_stream_rpc_method_handler),
     ("stream_unary", grpc.stream_unary_rpc_method_handler),
@@ -86,7 +87,7 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):
         if service.startswith(LIBRARY_SERVICES):
             return handler
         rpc = _ObservedRpc(path, self.metrics, service, method)
-        for kind, make_handler in _KINDS:
+        for kind, make_handler in HANDLER_KINDS:
             behavior = getattr(handler, kind)
             if behavior is not None:
                 observed = _observed(rpc, behavior)
