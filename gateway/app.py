@@ -31,11 +31,13 @@ from gateway.core import GatewayCore
 from gateway.edge import EdgeLimits, EdgeMiddleware
 from gateway.events import Event
 from gateway.fast_path import RecommendFastPath
+from gateway.item_catalog import Written
 from gateway.json_response import JsonResponse
 from gateway.middleware import GatewayMiddleware
 from gateway.model_versions import ModelVersions
-from gateway.recommend import RecommendOptions, RecommendRequest
+from gateway.recommend import ItemExplanation, RecommendOptions, RecommendRequest
 from gateway.rest_errors import install_error_handlers
+from gateway.rules import BoostRule, DiversityRule, PinRule, RuleOptions
 from gateway.settings import Settings
 from gateway.version_pointer import follow_published_version, sync_published_version
 from serving import limits
@@ -138,6 +140,7 @@ def create_app(settings: Settings, clients: Clients | None = None, versions: Mod
     _add_recommend_route(app)
     _add_stage_routes(app)
     _add_event_route(app)
+    _add_catalog_routes(app)
     _add_operations_routes(app)
     _document_no_422(app)
     return app
@@ -170,10 +173,10 @@ def _document_api_keys(document: dict[str, Any]) -> None:
         "apiKey": {"type": "apiKey", "in": "header", "name": "x-api-key", "description": "The same key."},
     }
     for path, operations in document["paths"].items():
-        needs_key, scope = auth_http.scope_of(path)
-        if not needs_key:
-            continue
-        for operation in operations.values():
+        for method, operation in operations.items():
+            needs_key, scope = auth_http.scope_of(path, method.upper())
+            if not needs_key:
+                continue
             operation["security"] = [{"bearer": []}, {"apiKey": []}]
             if scope is not None:
                 operation["description"] = (
@@ -202,6 +205,14 @@ async def recommend_answer(core: GatewayCore, body: schemas.RecommendIn) -> Json
         query_vector=_vector(o.query_vector),
         include_seen=o.include_seen,
         sources=o.sources,
+        rules=RuleOptions(
+            filter=o.filter or "",
+            filter_strict=o.filter_strict,
+            boosts=[BoostRule(b.filter, b.multiply, b.add, b.include, b.name) for b in o.boosts],
+            pins=[PinRule(p.item_id, p.position) for p in o.pins],
+            diversity=DiversityRule(o.diversity.attribute, o.diversity.max_per_value) if o.diversity else None,
+        ),
+        explain=o.explain,
     )
     rec = await core.recommender.recommend(
         RecommendRequest(body.session, body.user_id or "", body.k, options, body.model_version)
@@ -216,9 +227,24 @@ async def recommend_answer(core: GatewayCore, body: schemas.RecommendIn) -> Json
             "session_items_dropped": rec.session_items_dropped,
             "timings": {stage: round(ms, 3) for stage, ms in rec.timings.items()},
             "recommendation_id": rec.recommendation_id,
+            "filled_from_popular": rec.filled_from_popular,
+            "diversity_relaxed": rec.diversity_relaxed,
+            **({"explanations": [_explanation(e) for e in rec.explanations]} if rec.explanations is not None else {}),
         },
         rec.timings,
     )
+
+
+def _explanation(e: ItemExplanation) -> dict[str, Any]:
+    return {
+        "item_id": e.item_id,
+        "sources": e.sources,
+        "logit": e.logit,
+        "intercept": e.intercept,
+        "contributions": [{"feature": name, "value": value} for name, value in e.contributions],
+        "other": e.other,
+        "rules": e.rules,
+    }
 
 
 def _add_recommend_route(app: FastAPI) -> None:
@@ -305,6 +331,49 @@ def _add_event_route(app: FastAPI) -> None:
         if isinstance(body, schemas.EventsIn):
             return JsonResponse({"stored": recorded.stored, "unknown_item_ids": recorded.unknown_item_ids})
         return JsonResponse({"stored": True, "known_item": recorded.known[0]})
+
+
+def _add_catalog_routes(app: FastAPI) -> None:
+    def written(answer: Written) -> JsonResponse:
+        return JsonResponse({"count": answer.count, "catalog_seq": answer.catalog_seq})
+
+    write: dict[str, Any] = {
+        "response_model": schemas.CatalogWriteOut,
+        "responses": ERROR_RESPONSES,
+        "tags": ["catalog"],
+    }
+
+    @app.put("/v1/items/{item_id}", **write)
+    async def put_item(item_id: str, body: schemas.ItemAttributesIn, request: Request) -> Response:
+        """Create an item of the live catalogue or replace its attributes; the next recommendation sees it."""
+        return written(await _core(request).items.upsert([(item_id, body.attributes)]))
+
+    @app.patch("/v1/items/{item_id}", **write)
+    async def patch_item(item_id: str, body: schemas.ItemAttributesIn, request: Request) -> Response:
+        """Change some attributes of an item (null removes one); the next recommendation sees it."""
+        return written(await _core(request).items.upsert([(item_id, body.attributes)], merge=True))
+
+    @app.delete("/v1/items/{item_id}", **write)
+    async def delete_item(item_id: str, request: Request) -> Response:
+        """Remove an item's catalogue entry (its attributes); the model still knows it."""
+        return written(await _core(request).items.delete([item_id]))
+
+    @app.post("/v1/items", **write)
+    async def upsert_items(body: schemas.UpsertItemsIn, request: Request) -> Response:
+        """Create or change up to 1,000 items in one atomic write."""
+        items = [(item.item_id, item.attributes) for item in body.items]
+        return written(await _core(request).items.upsert(items, merge=body.merge))
+
+    @app.post("/v1/items:delete", **write)
+    async def delete_items(body: schemas.DeleteItemsIn, request: Request) -> Response:
+        """Remove up to 1,000 items' catalogue entries in one atomic write."""
+        return written(await _core(request).items.delete(body.item_ids))
+
+    @app.get("/v1/items/{item_id}", response_model=schemas.CatalogItemOut, responses=ERROR_RESPONSES, tags=["catalog"])
+    async def get_item(item_id: str, request: Request) -> Response:
+        """An item's catalogue attributes, as every replica now sees them."""
+        attributes, known = await _core(request).items.get(item_id)
+        return JsonResponse({"item_id": item_id, "attributes": attributes, "known_to_model": known})
 
 
 def _add_operations_routes(app: FastAPI) -> None:

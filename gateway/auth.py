@@ -44,7 +44,7 @@ from serving.errors import PermissionDenied, ResourceExhausted, Unauthenticated
 
 log = logging.getLogger(__name__)
 
-SCOPES = frozenset({"recommend", "history:read", "events:write", "stages", "admin"})
+SCOPES = frozenset({"recommend", "history:read", "events:write", "stages", "catalog:read", "catalog:write", "admin"})
 KEY_PREFIX = "rk_"
 KEY_ID = re.compile(r"[a-z0-9-]{1,40}")  # no "_": the key's second "_" ends its id
 RELOAD_CHECK_S = 1.0  # how often a request may stat the keys file (one stat() per second, not per request)

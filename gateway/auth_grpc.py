@@ -28,6 +28,9 @@ METHOD_SCOPES = {
     "RankCandidates": "stages",
     "RecordEvent": "events:write",
     "RecordEvents": "events:write",
+    "UpsertItems": "catalog:write",
+    "DeleteItems": "catalog:write",
+    "GetItem": "catalog:read",
 }
 
 

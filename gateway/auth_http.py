@@ -23,20 +23,23 @@ ROUTE_SCOPES = {
     "/v1/embeddings": "stages",
     "/v1/candidates": "stages",
     "/v1/rank": "stages",
+    "/v1/items": "catalog:write",  # POST: a batch upsert; POST /v1/items:delete: a batch delete
+    "/v1/items:delete": "catalog:write",
 }
-PREFIX_SCOPES = (("/v1/items/", "stages"),)
+ITEMS_PREFIX = "/v1/items/"  # /v1/items/{id}: catalog:read to GET, catalog:write to change; .../similar: stages
 PROTECTED_PREFIX = "/v1/"  # any other path under it: a valid key, no scope
 CHALLENGE = (b"www-authenticate", b'Bearer realm="recmesh"')
 
 
-def scope_of(path: str) -> tuple[bool, str | None]:
-    """(whether ``path`` needs a key, the scope it needs)."""
+def scope_of(path: str, method: str = "GET") -> tuple[bool, str | None]:
+    """(whether ``path`` needs a key, the scope ``method`` on it needs)."""
     scope = ROUTE_SCOPES.get(path)
     if scope is not None:
         return True, scope
-    for prefix, prefix_scope in PREFIX_SCOPES:
-        if path.startswith(prefix):
-            return True, prefix_scope
+    if path.startswith(ITEMS_PREFIX):
+        if path.endswith("/similar"):
+            return True, "stages"
+        return True, "catalog:read" if method in ("GET", "HEAD") else "catalog:write"
     return path.startswith(PROTECTED_PREFIX), None
 
 
@@ -49,7 +52,7 @@ class AuthMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        protected, needed = scope_of(scope["path"])
+        protected, needed = scope_of(scope["path"], scope["method"])
         if not protected:
             await self.app(scope, receive, send)
             return

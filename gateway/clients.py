@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
@@ -38,6 +38,7 @@ from recmesh.v1 import (
     ranking_service_pb2_grpc,
 )
 from serving import vectors
+from serving.catalog_live import LiveCatalog
 from serving.server import make_channel
 from serving.tls import TlsFiles
 
@@ -60,6 +61,16 @@ class Embeddings:
 
 
 @dataclass(frozen=True)
+class Explanation:
+    """The ranker's logit for one item, split: intercept + sum(contributions) + other."""
+
+    logit: float
+    intercept: float
+    contributions: list[tuple[str, float]]
+    other: float
+
+
+@dataclass(frozen=True)
 class Scored:
     """Items best first with their scores (similarity for candidates, probability for rankings)."""
 
@@ -67,6 +78,13 @@ class Scored:
     scores: list[float]
     model_version: str
     unknown_item_ids: list[str]
+    # candidates: which sources found each item (with provenance), the relaxed filter's fill, a stale catalogue
+    source_names: list[str] = field(default_factory=list)
+    found_by: bytes = b""
+    filled: int = 0
+    catalog_stale_reason: str = ""
+    # rankings: the logit's terms per item (with explain)
+    explanations: list[Explanation] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.item_ids)
@@ -91,11 +109,33 @@ def _candidates(reply: candidate_generation_service_pb2.RetrieveCandidatesRespon
     scores = vectors.unpack(reply.scores, 1)[:, 0] if reply.scores else np.zeros(0, np.float32)
     if len(scores) != len(reply.item_ids):
         raise UpstreamError(CANDIDATE_GENERATION, "INTERNAL", f"{len(reply.item_ids)} ids but {len(scores)} scores")
-    return Scored(list(reply.item_ids), scores.tolist(), reply.model_version, list(reply.unknown_item_ids))
+    if reply.found_by and len(reply.found_by) != len(reply.item_ids):
+        raise UpstreamError(
+            CANDIDATE_GENERATION, "INTERNAL", f"{len(reply.item_ids)} ids but {len(reply.found_by)} sources"
+        )
+    return Scored(
+        list(reply.item_ids),
+        scores.tolist(),
+        reply.model_version,
+        list(reply.unknown_item_ids),
+        list(reply.source_names),
+        reply.found_by,
+        reply.filled,
+        reply.catalog_stale_reason,
+    )
 
 
 def _ranked(reply: ranking_service_pb2.RankResponse) -> Scored:
-    return _scored(reply.items, reply.model_version, reply.unknown_item_ids)
+    ranked = _scored(reply.items, reply.model_version, reply.unknown_item_ids)
+    if not reply.explanations:
+        return ranked
+    explanations = [
+        Explanation(e.logit, e.intercept, list(zip(e.features, e.contributions, strict=True)), e.other)
+        for e in reply.explanations
+    ]
+    return Scored(
+        ranked.item_ids, ranked.scores, ranked.model_version, ranked.unknown_item_ids, explanations=explanations
+    )
 
 
 class EmbeddingStoreClient:
@@ -133,9 +173,13 @@ class CandidateGenerationClient:
         model_version: str = "",
         timeout_s: float,
         sources: str = "",
+        filter: str = "",
+        fill_from_popular: bool = False,
+        with_provenance: bool = False,
     ) -> Scored:
         """Nearest items for a packed float32 query vector, or for item ids (exactly one of the two); with
-        `sources` (a recipe) the merged pool of those sources, item ids being the session."""
+        `sources` (a recipe) the merged pool of those sources, item ids being the session; with `filter`, only
+        items of the live catalogue that pass it (topped up from popular ones with `fill_from_popular`)."""
         request = candidate_generation_service_pb2.RetrieveCandidatesRequest(
             query_vector=query_vector,
             item_ids=item_ids,
@@ -143,6 +187,9 @@ class CandidateGenerationClient:
             exclude_item_ids=exclude_item_ids,
             model_version=model_version,
             sources=sources,
+            filter=filter,
+            fill_from_popular=fill_from_popular,
+            with_provenance=with_provenance,
         )
         return await self.stage.call(request, timeout_s)
 
@@ -163,8 +210,10 @@ class RankingClient:
         model_version: str = "",
         *,
         timeout_s: float,
+        explain: bool = False,
     ) -> Scored:
-        """Candidates (with their retrieval scores) ordered best first for the session; k = 0 returns all."""
+        """Candidates (with their retrieval scores) ordered best first for the session; k = 0 returns all; with
+        `explain`, each item's logit split into its terms."""
         if len(candidate_ids) != len(candidate_scores):
             raise ValueError(f"{len(candidate_ids)} candidates but {len(candidate_scores)} scores")
         request = ranking_service_pb2.RankRequest(
@@ -173,6 +222,7 @@ class RankingClient:
             model_version=model_version,
             candidate_ids=candidate_ids,
             candidate_scores=vectors.pack(candidate_scores),
+            explain=explain,
         )
         return await self.stage.call(request, timeout_s)
 
@@ -206,7 +256,7 @@ def batches_in_flight(target: str) -> int:
 
 
 class Clients:
-    """The gateway's backends: the three stage services and the Redis event store.
+    """The gateway's backends: the three stage services, the Redis event store and the live item catalogue.
 
     Built from open channels (tests pass their own); :meth:`open` builds everything from the settings.
     """
@@ -220,6 +270,7 @@ class Clients:
         *,
         batching: bool = True,
         batches_in_flight: dict[str, int] | None = None,
+        catalog: LiveCatalog | None = None,
     ) -> None:
         """`batches_in_flight`: per stage, how many batch calls may be in flight at once (default 1; one per
         replica keeps every replica busy)."""
@@ -236,6 +287,8 @@ class Clients:
         self.ranking = RankingClient(ranking, batching, in_flight.get(RANKING, 1))
         self.health = HealthClient(self.channels)
         self.events = events
+        # the live item catalogue, in the same store as the events (default: the event store's clients)
+        self.catalog = catalog or LiveCatalog(events.redis, writer=events.writer)
 
     @classmethod
     def open(cls, settings: Settings) -> Clients:
@@ -261,6 +314,7 @@ class Clients:
                 rate_limit=settings.event_rate_limit,
             ),
             batching=settings.stage_batching,
+            catalog=LiveCatalog.from_url(settings.redis_url, timeout_ms=settings.redis_timeout_ms),
             batches_in_flight={
                 stage: settings.batches_in_flight or batches_in_flight(addr) for stage, addr in addresses.items()
             },
@@ -270,3 +324,4 @@ class Clients:
         for channel in self.channels.values():
             await channel.close()
         await self.events.close()
+        await self.catalog.close()

@@ -7,6 +7,7 @@ errors from :mod:`serving.errors` (which the adapters map to HTTP statuses and g
     rec = await core.recommender.recommend(RecommendRequest(["a", "b"]))
     answer = await core.stages.similar_items("a", k=10, model_version="")
     recorded = await core.events.record(events, max_events=limits.MAX_EVENTS_PER_CALL, unit="call")
+    written = await core.items.upsert([("a", {"available": False})], merge=True)
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gateway.clients import Clients
+from gateway.item_catalog import ItemCatalog
 from gateway.model_versions import ModelVersions
 from gateway.recommend import Recommender
 from gateway.recording import EventRecorder
@@ -27,6 +29,7 @@ class GatewayCore:
     recommender: Recommender
     stages: Stages
     events: EventRecorder
+    items: ItemCatalog
 
     @classmethod
     def build(cls, clients: Clients, versions: ModelVersions, default_budget_ms: int) -> GatewayCore:
@@ -36,4 +39,5 @@ class GatewayCore:
             Recommender(clients, versions, default_budget_ms),
             Stages(clients, versions, default_budget_ms),
             EventRecorder(clients.events, versions, default_budget_ms),
+            ItemCatalog(clients.catalog, versions),
         )

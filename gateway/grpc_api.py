@@ -16,6 +16,7 @@ from typing import Any, Protocol, TypeVar
 import grpc
 import grpc.aio
 import numpy as np
+from google.protobuf import json_format
 from grpc_health.v1 import health
 
 from gateway import auth
@@ -25,10 +26,11 @@ from gateway.budget import server_timing
 from gateway.clients import Embeddings, Scored
 from gateway.core import GatewayCore
 from gateway.events import Event
-from gateway.recommend import Recommendation, RecommendOptions, RecommendRequest
+from gateway.recommend import ItemExplanation, Recommendation, RecommendOptions, RecommendRequest
 from gateway.recording import RecordedEvents
+from gateway.rules import BoostRule, DiversityRule, PinRule, RuleOptions
 from gateway.stages import StageAnswer
-from recmesh.v1 import common_pb2, recommendation_service_pb2, recommendation_service_pb2_grpc
+from recmesh.v1 import catalog_pb2, common_pb2, recommendation_service_pb2, recommendation_service_pb2_grpc
 from serving import limits, vectors
 from serving.errors import InvalidArgument
 from serving.logs import REQUEST_ID_KEY, get_request_id
@@ -73,6 +75,18 @@ def _event(e: common_pb2.Event, where: str = "") -> Event:
     return Event(e.user_id, e.item_id, kind, e.timestamp_ms, e.session_id)
 
 
+def _explanation(e: ItemExplanation) -> catalog_pb2.ItemExplanation:
+    return catalog_pb2.ItemExplanation(
+        item_id=e.item_id,
+        sources=e.sources,
+        logit=e.logit,
+        intercept=e.intercept,
+        contributions=[catalog_pb2.FeatureContribution(feature=f, value=v) for f, v in e.contributions],
+        other=e.other,
+        rules=e.rules,
+    )
+
+
 def _recommend_request(request: pb.RecommendRequest) -> RecommendRequest:
     o = request.options
     options = RecommendOptions(
@@ -83,6 +97,19 @@ def _recommend_request(request: pb.RecommendRequest) -> RecommendRequest:
         query_vector=_query_vector(o.query_vector),
         include_seen=o.include_seen,
         sources=o.sources or None,  # None: the default (RecommendOptions.sources)
+        rules=RuleOptions(
+            filter=o.filter,
+            filter_strict=o.filter_strict,
+            boosts=[
+                BoostRule(b.filter, b.multiply if b.HasField("multiply") else 1.0, b.add, b.include, b.name)
+                for b in o.boosts
+            ],
+            pins=[PinRule(p.item_id, p.position) for p in o.pins],
+            diversity=DiversityRule(o.diversity.attribute, o.diversity.max_per_value)
+            if o.HasField("diversity")
+            else None,
+        ),
+        explain=o.explain,
     )
     k = request.k or limits.DEFAULT_K
     return RecommendRequest(list(request.session_item_ids), request.user_id, k, options, request.model_version)
@@ -136,6 +163,9 @@ class RecommendationServicer(recommendation_service_pb2_grpc.RecommendationServi
             session_items_dropped=rec.session_items_dropped,
             timings=[common_pb2.StageTiming(stage=s, millis=ms) for s, ms in rec.timings.items()],
             recommendation_id=rec.recommendation_id,
+            explanations=[_explanation(e) for e in rec.explanations or ()],
+            filled_from_popular=rec.filled_from_popular,
+            diversity_relaxed=rec.diversity_relaxed,
         )
 
     async def GetItemEmbeddings(
@@ -225,6 +255,27 @@ class RecommendationServicer(recommendation_service_pb2_grpc.RecommendationServi
         )
         self._end(context, rid, recorded.timings)
         return pb.RecordEventsResponse(stored=recorded.stored, unknown_item_ids=recorded.unknown_item_ids)
+
+    async def UpsertItems(
+        self, request: catalog_pb2.UpsertItemsRequest, context: grpc.aio.ServicerContext
+    ) -> catalog_pb2.UpsertItemsResponse:
+        items = [(item.item_id, json_format.MessageToDict(item.attributes)) for item in request.items]
+        written = await self.core.items.upsert(items, merge=request.merge)
+        return catalog_pb2.UpsertItemsResponse(upserted=written.count, catalog_seq=written.catalog_seq)
+
+    async def GetItem(
+        self, request: catalog_pb2.GetItemRequest, context: grpc.aio.ServicerContext
+    ) -> catalog_pb2.GetItemResponse:
+        attributes, known = await self.core.items.get(request.item_id)
+        item = catalog_pb2.CatalogItem(item_id=request.item_id)
+        item.attributes.update(attributes)
+        return catalog_pb2.GetItemResponse(item=item, known_to_model=known)
+
+    async def DeleteItems(
+        self, request: catalog_pb2.DeleteItemsRequest, context: grpc.aio.ServicerContext
+    ) -> catalog_pb2.DeleteItemsResponse:
+        written = await self.core.items.delete(list(request.item_ids))
+        return catalog_pb2.DeleteItemsResponse(deleted=written.count, catalog_seq=written.catalog_seq)
 
 
 async def create_grpc_server(

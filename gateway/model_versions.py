@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,16 +42,26 @@ class CatalogItems:
     popular_ids: list[str]  # every item, most popular first
     popular_scores: list[float]  # popularity / max popularity
 
-    def popular(self, k: int, exclude: set[str] | frozenset[str] = frozenset()) -> tuple[list[str], list[float]]:
-        """The k most popular items not in ``exclude``, with their normalised popularity."""
+    def popular(
+        self,
+        k: int,
+        exclude: set[str] | frozenset[str] = frozenset(),
+        passes: Callable[[list[str]], np.ndarray] | None = None,
+    ) -> tuple[list[str], list[float]]:
+        """The k most popular items not in ``exclude`` (and, with ``passes``, for which it is true: a filter,
+        asked a chunk of ids at a time), with their normalised popularity."""
         ids: list[str] = []
         scores: list[float] = []
-        for item, score in zip(self.popular_ids, self.popular_scores, strict=True):
-            if len(ids) >= k:
-                break
-            if item not in exclude:
-                ids.append(item)
-                scores.append(score)
+        chunk = max(4 * k, 64)
+        for start in range(0, len(self.popular_ids), chunk):
+            items = self.popular_ids[start : start + chunk]
+            ok = passes(items) if passes is not None else np.ones(len(items), dtype=bool)
+            for item, score, passing in zip(items, self.popular_scores[start : start + chunk], ok, strict=True):
+                if passing and item not in exclude:
+                    ids.append(item)
+                    scores.append(score)
+                    if len(ids) >= k:
+                        return ids, scores
         return ids, scores
 
 

@@ -7,7 +7,11 @@ hops (docs/architecture.md describes the design):
   1. GetEmbeddings(session) -> vectors and the model version, pinned for the next hops;
   2. query = session_query(vectors, manifest decay, type weights); RetrieveCandidates(query, exclude = seen +
      exclusions), seen = the whole stored history + the session (unless include_seen);
-  3. Rank(session, candidates) -> the answer's order.
+  3. Rank(session, candidates) -> the answer's order;
+  4. the request's catalogue rules (gateway.rules): boosts, the diversity cap and pins over the ranked pool.
+
+A filter runs inside hop 2 (never an unavailable item either); an empty session gets the most popular items that
+pass it.
 
 Degrade, don't fail (:mod:`gateway.hops`): embedding store down -> candidate generation builds the query from
 item ids; candidate generation down -> popular items; ranking down or out of budget -> retrieval order. Each
@@ -28,10 +32,11 @@ import numpy as np
 
 from gateway import checks
 from gateway.budget import Budget
-from gateway.clients import Clients, Embeddings, Scored
+from gateway.clients import Clients, Embeddings, Explanation, Scored
 from gateway.event_store import EventStoreUnavailable, History
 from gateway.hops import CANDIDATES_HOP, EMBEDDINGS_HOP, RANKING_HOP, Degradation, Plan
 from gateway.model_versions import ModelVersions, VersionInfo
+from gateway.rules import RuleOptions, Rules, check_rules, compile_rules
 from recmesh.pipeline import session_query
 from recmesh.sources.recipe import RecipeError, parse_recipe
 from serving import limits, vectors
@@ -49,6 +54,8 @@ class RecommendOptions:
     query_vector: np.ndarray | None = None  # (dim,) float32; replaces the session's query
     include_seen: bool = False
     sources: str | None = None  # a recipe, "ann:100,covisit:100"; None = see Recommender._sources
+    rules: RuleOptions = field(default_factory=RuleOptions)  # filter, boosts, pins, diversity
+    explain: bool = False
 
 
 @dataclass(frozen=True)
@@ -58,6 +65,17 @@ class RecommendRequest:
     k: int = limits.DEFAULT_K
     options: RecommendOptions = field(default_factory=RecommendOptions)
     model_version: str = ""
+
+
+@dataclass(frozen=True)
+class ItemExplanation:
+    item_id: str
+    sources: list[str]
+    logit: float
+    intercept: float
+    contributions: list[tuple[str, float]]
+    other: float
+    rules: list[str]
 
 
 @dataclass
@@ -70,6 +88,9 @@ class Recommendation:
     session_items_dropped: int
     timings: dict[str, float]
     recommendation_id: str
+    explanations: list[ItemExplanation] | None = None  # with options.explain, one per item
+    filled_from_popular: int = 0
+    diversity_relaxed: bool = False
 
     @property
     def degraded(self) -> bool:
@@ -89,8 +110,7 @@ def _check(request: RecommendRequest) -> None:
     checks.query_vector_size(options.query_vector, field="options.query_vector")
     if options.sources is not None:
         _check_recipe(options.sources)
-    if options.query_vector is None and not request.session_item_ids and not request.user_id:
-        raise InvalidArgument(checks.EMPTY_SESSION, field="session_item_ids")
+    check_rules(options.rules, request.k)
 
 
 def _check_recipe(text: str) -> None:
@@ -145,6 +165,8 @@ class Recommender:
             )
         budget_ms = self.default_budget_ms if options.budget_ms is None else options.budget_ms
         plan = Plan(Budget.within(budget_ms, caller_deadline_s), request.model_version)
+        # Expressions and attributes checked against the live catalogue before any hop
+        rules = await self._rules(plan, options.rules) if options.rules.any else None
 
         history = await self._history(plan, request.user_id) if request.user_id else History([], [])
         session = history.item_ids + list(request.session_item_ids)
@@ -172,23 +194,64 @@ class Recommender:
                     plan, request, exclude, query_vector=vectors.pack(query), session=session
                 )
 
+        ranked: Scored | None = None
+        pool_size = request.k if rules is None or not rules.options.reorders else limits.MAX_CANDIDATE_COUNT
         if candidates is None:  # nothing to query with, or no candidates: the most popular items
-            item_ids, scores = await self._popular(plan, request.k, set(exclude))
+            rules = rules or await self._rules(plan, RuleOptions())  # popular items pass the catalogue too
+            item_ids, scores = await self._popular(plan, pool_size, set(exclude), rules)
         else:
             if candidates.item_ids and not options.skip_ranking:
-                candidates = await self._rank(plan, request.k, session, candidates) or candidates
-            item_ids, scores = candidates.item_ids[: request.k], candidates.scores[: request.k]
+                ranked = await self._rank(plan, pool_size, session, candidates, options.explain)
+            ordered = ranked or candidates
+            item_ids, scores = ordered.item_ids[:pool_size], ordered.scores[:pool_size]
+        moved_by: list[list[str]] = [[] for _ in item_ids]
+        relaxed = False
+        if rules is not None and rules.options.reorders:
+            item_ids, scores, moved_by, relaxed = self._reorder(rules, item_ids, scores, set(exclude), request.k)
 
         return Recommendation(
-            item_ids=item_ids,
-            scores=scores,
+            item_ids=item_ids[: request.k],
+            scores=scores[: request.k],
             model_version=plan.version or self.versions.current_version(),
             degradations=plan.degradations,
             unknown_item_ids=list(dict.fromkeys(plan.unknown)),
             session_items_dropped=dropped,
             timings=plan.budget.finish(),
             recommendation_id=uuid.uuid4().hex,
+            explanations=_explain(item_ids[: request.k], candidates, ranked, moved_by) if options.explain else None,
+            filled_from_popular=_filled(item_ids[: request.k], candidates),
+            diversity_relaxed=relaxed,
         )
+
+    async def _rules(self, plan: Plan, options: RuleOptions) -> Rules:
+        """The request's rules against the live catalogue, brought up to date first (one Redis round trip, within
+        the budget; when Redis is down or slow, the last state known, and the answer says so)."""
+        live = self.clients.catalog
+        if plan.budget.exhausted:  # no time to ask: the last state known (availability included)
+            return compile_rules(live.catalog, options)
+        with plan.budget.stage("catalog"):
+            catalog = await live.refresh(timeout_s=min(live.timeout_s, plan.budget.remaining_s()))
+        if live.stale:
+            plan.degrade("catalog", "catalog stale", f"{live.stale}; the catalogue as last read was used")
+        return compile_rules(catalog, options)
+
+    def _reorder(
+        self, rules: Rules, item_ids: list[str], scores: list[float], exclude: set[str], k: int
+    ) -> tuple[list[str], list[float], list[list[str]], bool]:
+        """Boost includes appended (at the pool's lowest score), then boosts, diversity and pins over the pool."""
+        catalog = self.clients.catalog.catalog
+        included = rules.included(catalog, set(item_ids), exclude)
+        floor = min(scores, default=0.0)
+        pool_ids = item_ids + [item for item, _ in included]
+        pool_scores = scores + [floor] * len(included)
+        reranked = rules.apply(catalog, pool_ids, pool_scores, k)
+        rule_of = dict(included)
+        moved = [
+            ([f"{rule_of[i]}:include"] if i in rule_of else []) + m
+            for i, m in zip(reranked.item_ids, reranked.moved_by, strict=True)
+        ]
+        final_scores = [0.0 if s != s else float(s) for s in reranked.scores.tolist()]  # NaN: a pin no source found
+        return reranked.item_ids, final_scores, moved, reranked.diversity_relaxed
 
     async def _history(self, plan: Plan, user_id: str) -> History:
         with plan.budget.stage("events"):
@@ -226,6 +289,7 @@ class Recommender:
         With a recipe (`_sources`) the whole merged pool of its sources comes back, in one hop."""
         sources = self._sources(plan, request)
         k = 0 if sources else self._candidate_count(plan, request)
+        rules = request.options.rules
 
         async def retrieve(timeout_s: float) -> Scored:
             try:
@@ -237,6 +301,9 @@ class Recommender:
                     exclude_item_ids=exclude[: limits.MAX_EXCLUDE],
                     model_version=plan.version,
                     timeout_s=timeout_s,
+                    filter=rules.filter,
+                    fill_from_popular=bool(rules.filter) and not rules.filter_strict,
+                    with_provenance=request.options.explain,
                 )
             except NotFound:
                 if not item_ids:
@@ -246,6 +313,10 @@ class Recommender:
         found = await plan.run(CANDIDATES_HOP, retrieve)
         if found is None:
             return None
+        if found.catalog_stale_reason:
+            plan.degrade(
+                "candidates", "catalog stale", f"{found.catalog_stale_reason}; filtered by the catalogue as last read"
+            )
         plan.version = found.model_version
         if item_ids:
             plan.unknown.extend(found.unknown_item_ids)
@@ -259,16 +330,21 @@ class Recommender:
                 [found.scores[i] for i in keep],
                 found.model_version,
                 found.unknown_item_ids,
+                found.source_names,
+                bytes(found.found_by[i] for i in keep) if found.found_by else b"",
+                sum(1 for i in keep if i >= len(found.item_ids) - found.filled),
             )
         return found
 
-    async def _rank(self, plan: Plan, k: int, session: list[str], candidates: Scored) -> Scored | None:
+    async def _rank(
+        self, plan: Plan, k: int, session: list[str], candidates: Scored, explain: bool = False
+    ) -> Scored | None:
         """Hop 3. None when ranking is down, late or out of budget (retrieval order is served)."""
         ranking = self.clients.ranking
         ranked = await plan.run(
             RANKING_HOP,
             lambda timeout_s: ranking.rank(
-                session, candidates.item_ids, candidates.scores, k, plan.version, timeout_s=timeout_s
+                session, candidates.item_ids, candidates.scores, k, plan.version, timeout_s=timeout_s, explain=explain
             ),
         )
         if ranked is not None and not plan.unknown:
@@ -276,12 +352,14 @@ class Recommender:
             plan.unknown.extend(i for i in ranked.unknown_item_ids if i in session_ids)
         return ranked
 
-    async def _popular(self, plan: Plan, k: int, exclude: set[str]) -> tuple[list[str], list[float]]:
+    async def _popular(self, plan: Plan, k: int, exclude: set[str], rules: Rules) -> tuple[list[str], list[float]]:
+        """The version's most popular items that pass the request's filter and are not unavailable."""
         with plan.budget.stage("popular"):
             info = self.versions.get(plan.version)
             plan.version = info.version
             items = await info.items()
-            return items.popular(k, exclude)
+            catalog = self.clients.catalog.catalog
+            return items.popular(k, exclude, lambda ids: rules.passes(catalog, ids))
 
     def _candidate_count(self, plan: Plan, request: RecommendRequest) -> int:
         """Candidates to retrieve: what the caller asked for, else what the pinned version's ranker was trained to
@@ -306,3 +384,46 @@ class Recommender:
             return self.versions.get(version)
         except NotFound as e:
             raise Unavailable(f"model version {version!r} served upstream is not in the gateway's models_dir") from e
+
+
+def _filled(item_ids: list[str], candidates: Scored | None) -> int:
+    """How many of the answer's items the relaxed filter added (the candidate list's last `filled`)."""
+    if candidates is None or not candidates.filled:
+        return 0
+    fill = set(candidates.item_ids[len(candidates.item_ids) - candidates.filled :])
+    return sum(1 for item in item_ids if item in fill)
+
+
+def _explain(
+    item_ids: list[str], candidates: Scored | None, ranked: Scored | None, moved_by: list[list[str]]
+) -> list[ItemExplanation]:
+    """Per item: the sources that found it (decoded from candidate generation's bits), the ranker's terms, the
+    rules that moved it. An item no source found was placed by a rule (a pin, a boost's include) or is popular."""
+    sources: dict[str, list[str]] = {}
+    if candidates is not None and candidates.found_by:
+        names = candidates.source_names
+        for item, bits in zip(candidates.item_ids, candidates.found_by, strict=True):
+            sources[item] = [name for i, name in enumerate(names) if bits >> i & 1]
+    terms: dict[str, Explanation] = {}
+    if ranked is not None and ranked.explanations:
+        terms = dict(zip(ranked.item_ids, ranked.explanations, strict=True))
+    out = []
+    for item, rules in zip(item_ids, moved_by, strict=True):
+        found = sources.get(item) or (["popular"] if candidates is None else [])
+        if not found and "pin" in rules:
+            found = ["pin"]
+        elif not found and any(rule.endswith(":include") for rule in rules):
+            found = ["rule"]
+        t = terms.get(item)
+        out.append(
+            ItemExplanation(
+                item,
+                found,
+                t.logit if t else 0.0,
+                t.intercept if t else 0.0,
+                t.contributions if t else [],
+                t.other if t else 0.0,
+                rules,
+            )
+        )
+    return out

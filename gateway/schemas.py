@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, StrictBool, StrictInt, Tag
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, StrictBool, StrictInt, StrictStr, Tag
 from pydantic.config import JsonDict
 
 from gateway.events import EARLIEST_DATE, MAX_FUTURE_HOURS
@@ -44,6 +44,38 @@ ModelVersion = Annotated[
 
 
 # -------------------------------------------------------------------------------------------------- requests
+FILTER_HELP = (
+    'An expression over catalogue attributes, e.g. `available and category in ("shoes", "bags") and price < 50` '
+    "(docs/catalogue.md)."
+)
+
+
+class BoostIn(Request):
+    filter: str = Field(
+        description="The items the rule applies to. " + FILTER_HELP,
+        json_schema_extra={"minLength": 1, "maxLength": limits.MAX_EXPRESSION_CHARS},
+    )
+    multiply: StrictFloat = Field(1.0, description="Score multiplier: below 1 buries, above 1 boosts.")
+    add: StrictFloat = Field(0.0, description="Added to the score after multiplying.")
+    include: StrictInt = Field(
+        0,
+        description="Also add up to this many catalogue items that pass `filter` and that no source found (new "
+        f"items without a vector, say), newest first. At most {limits.MAX_BOOST_INCLUDE}.",
+        json_schema_extra={"minimum": 0, "maximum": limits.MAX_BOOST_INCLUDE},
+    )
+    name: str = Field("", description='Shown in explanations; default "boost<i>".', json_schema_extra={"maxLength": 64})
+
+
+class PinIn(Request):
+    item_id: ItemId
+    position: StrictInt = Field(description="1 = first; at most k.", json_schema_extra={"minimum": 1})
+
+
+class DiversityIn(Request):
+    attribute: str = Field(description="The attribute whose values are capped, e.g. brand.")
+    max_per_value: StrictInt = Field(description="At most this many items per value.", json_schema_extra={"minimum": 1})
+
+
 class RecommendOptionsIn(Request):
     skip_ranking: StrictBool = Field(False, description="Return candidates in retrieval order without ranking them.")
     candidate_count: StrictInt | None = Field(
@@ -78,6 +110,29 @@ class RecommendOptionsIn(Request):
         json_schema_extra=_QUERY_VECTOR_SIZE,
     )
     include_seen: StrictBool = Field(False, description="Allow the session's items in the result.")
+    filter: str | None = Field(
+        None,
+        description="Only items whose catalogue attributes pass it. " + FILTER_HELP + " Items with `available: "
+        "false` are never recommended, filter or not.",
+        json_schema_extra={"maxLength": limits.MAX_EXPRESSION_CHARS},
+    )
+    filter_strict: StrictBool = Field(
+        False,
+        description="true: only what the sources found that passes (possibly fewer than k); false: fill up to k "
+        "with the most popular items that pass (filled_from_popular counts them).",
+    )
+    boosts: list[BoostIn] = Field(
+        default_factory=list,
+        description=f"Score rules applied in order after ranking. At most {limits.MAX_BOOSTS}.",
+        json_schema_extra={"maxItems": limits.MAX_BOOSTS},
+    )
+    pins: list[PinIn] = Field(
+        default_factory=list, description="Items at fixed positions of the answer (each position and item once)."
+    )
+    diversity: DiversityIn | None = Field(None, description="At most max_per_value items per attribute value.")
+    explain: StrictBool = Field(
+        False, description="Explain each item: its sources, the ranker's largest terms, the rules that moved it."
+    )
 
 
 class RecommendIn(Request):
@@ -207,6 +262,21 @@ class DegradationOut(BaseModel):
     reason: str
 
 
+class ContributionOut(BaseModel):
+    feature: str
+    value: float
+
+
+class ExplanationOut(BaseModel):
+    item_id: str
+    sources: list[str] = Field(description='The sources that found it ("fill", "rule" and "pin" included).')
+    logit: float = Field(description="intercept + sum(contributions) + other; 0 when the ranker did not score it.")
+    intercept: float
+    contributions: list[ContributionOut] = Field(description="The ranker's largest terms, largest first.")
+    other: float
+    rules: list[str] = Field(description="The rules that changed its score or position.")
+
+
 class RecommendOut(BaseModel):
     items: list[ItemScoreOut] = Field(description="Best first: the order is the ranking.")
     model_version: str = Field(description="The model version every stage used.")
@@ -219,6 +289,9 @@ class RecommendOut(BaseModel):
     session_items_dropped: int
     timings: dict[str, float] = Field(description="Milliseconds per stage, and total (also in Server-Timing).")
     recommendation_id: str = Field(description="Echo it as an event's session_id to attribute the event.")
+    explanations: list[ExplanationOut] | None = Field(None, description="With options.explain: one per item.")
+    filled_from_popular: int = Field(0, description="Items added from popular ones that pass the filter.")
+    diversity_relaxed: bool = Field(False, description="The diversity cap could not hold within k.")
 
 
 class EmbeddingsOut(BaseModel):
@@ -301,3 +374,44 @@ class ErrorOut(BaseModel):
     """Every error: Google's API error shape (docs/errors.md)."""
 
     error: ErrorBody
+
+
+# -------------------------------------------------------------------------------------------------- catalogue
+AttributeValue = StrictBool | StrictInt | StrictFloat | StrictStr | None
+
+
+class ItemAttributesIn(Request):
+    attributes: dict[str, AttributeValue] = Field(
+        description="Attribute -> string, number or boolean (null removes it, with PATCH). Names: letters, digits "
+        "and _; each attribute keeps the type of its first value.",
+        json_schema_extra={"maxProperties": 64},
+    )
+
+
+class CatalogItemIn(ItemAttributesIn):
+    item_id: ItemId
+
+
+class UpsertItemsIn(Request):
+    items: list[CatalogItemIn] = Field(
+        description=f"At most {limits.MAX_CATALOG_WRITE} items, each id once.",
+        json_schema_extra={"minItems": 1, "maxItems": limits.MAX_CATALOG_WRITE},
+    )
+    merge: StrictBool = Field(
+        False, description="false: replace each item's attributes; true: change only those given."
+    )
+
+
+class DeleteItemsIn(Request):
+    item_ids: list[ItemId] = Field(json_schema_extra={"minItems": 1, "maxItems": limits.MAX_CATALOG_WRITE})
+
+
+class CatalogWriteOut(BaseModel):
+    count: int = Field(description="Items written (or deleted: those that had an entry).")
+    catalog_seq: int = Field(description="The catalogue's position after the write.")
+
+
+class CatalogItemOut(BaseModel):
+    item_id: str
+    attributes: dict[str, Any]
+    known_to_model: bool = Field(description="Whether the current model version has a vector for it.")

@@ -27,6 +27,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from recmesh.catalog import commands as catalog_commands
 from recmesh.data.load import SYNTH, load_dataset
 from recmesh.index import BACKENDS
 
@@ -116,26 +117,37 @@ def _add_redis_url(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_data_synth(args: argparse.Namespace) -> int:
-    from recmesh.data.synth import generate, write_user_lines
+    from recmesh.catalog.files import write_items
+    from recmesh.data.synth import generate, item_attributes, write_user_lines
 
     dataset = generate(n_items=args.items, n_users=args.users, seed=args.seed, progress=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     write_user_lines(dataset, args.out)
+    items_path = items_file_of(Path(args.out))
+    count = write_items(items_path, item_attributes(dataset))
     print(dataset.summary(), file=sys.stderr)
+    print(f"items: {count:,} with their attributes in {items_path}", file=sys.stderr)
     print(args.out)
     return 0
 
 
+def items_file_of(sessions_file: Path) -> Path:
+    """Where `data synth` puts the items' attributes: next to the sessions, <stem>.items.jsonl."""
+    return sessions_file.with_name(f"{sessions_file.stem}.items.jsonl")
+
+
 def cmd_train(args: argparse.Namespace) -> int:
+    from recmesh.catalog.files import read_catalog
     from recmesh.train.embeddings import Word2VecParams
     from recmesh.train.run import TrainParams, train_bundle
 
+    catalog = read_catalog(args.items) if args.items else None  # a bad file fails in a second, before the data
     dataset = load_dataset(args.data, args.format, args.delimiter, args.min_length)
     w2v = Word2VecParams(**{f.name: getattr(args, f.name) for f in fields(Word2VecParams)})
     params = TrainParams(
         word2vec=w2v, index_backend=args.index, candidates=args.candidates, query_decay=args.query_decay
     )
-    print(train_bundle(dataset, Path(args.out), params, progress=True))
+    print(train_bundle(dataset, Path(args.out), params, progress=True, catalog=catalog))
     return 0
 
 
@@ -198,8 +210,12 @@ def build_parser(extensions: Sequence[Extension] = ()) -> argparse.ArgumentParse
     data = sub.add_parser("data", help="data sets").add_subparsers(
         dest="data_command", required=True, metavar="<command>"
     )
-    synth = data.add_parser("synth", help="write the built-in synthetic sessions ('user item1 item2 ...')")
-    synth.add_argument("--out", required=True, help="file to write")
+    synth = data.add_parser(
+        "synth", help="write the built-in synthetic sessions ('user item1 item2 ...') and the items' attributes"
+    )
+    synth.add_argument(
+        "--out", required=True, help="sessions file to write; the items' attributes go next to it, <stem>.items.jsonl"
+    )
     synth.add_argument("--items", type=int, default=5000, help="catalogue size")
     synth.add_argument("--users", type=int, default=20000, help="number of sessions")
     synth.add_argument("--seed", type=int, default=0, help="random seed")
@@ -207,6 +223,12 @@ def build_parser(extensions: Sequence[Extension] = ()) -> argparse.ArgumentParse
 
     train = sub.add_parser("train", help="train word2vec + index + ranker into <models dir>/<version>/")
     _add_data_args(train)
+    train.add_argument(
+        "--items",
+        default=None,
+        help="items' attributes, JSON Lines or CSV with an item_id column, kept in the bundle as catalog.jsonl "
+        "(default: none, or the synthetic attributes when --data is synth)",
+    )
     train.add_argument(
         "--out",
         default=_env(MODELS_DIR_ENV, DEFAULT_MODELS_DIR),
@@ -272,6 +294,7 @@ def build_parser(extensions: Sequence[Extension] = ()) -> argparse.ArgumentParse
     )
     export.set_defaults(func=cmd_events_export)
 
+    catalog_commands.add_parser(sub)
     for extend in extensions:
         extend(sub)
     for p in parsers(parser):  # extensions' subcommands too
@@ -298,7 +321,7 @@ def _version() -> str:
 def command_name(args: argparse.Namespace) -> str:
     """'train', 'data synth', 'events export': the words the user typed to pick the command."""
     words = [args.command]
-    for key in ("data_command", "events_command"):
+    for key in ("data_command", "events_command", "catalog_command"):
         if getattr(args, key, None):
             words.append(getattr(args, key))
     return " ".join(words)

@@ -6,6 +6,10 @@ recommendation equals the offline one for the same bundle and session. Candidate
 
     model = load_model(path)
     rows, probabilities = model.recommend(history, k=10, recipe=parse_recipe("ann:100,covisit:100"))
+    rows, probabilities = model.recommend(history, k=10, allowed=mask)  # mask[row]: the item passes the filter
+
+Every stage takes an optional ``allowed`` mask (bool per item row, None = every item): candidates, retrieval and
+popularity then return only allowed rows, still k of them when k allowed items exist.
 """
 
 from __future__ import annotations
@@ -19,10 +23,11 @@ import numpy as np
 
 from recmesh import bundle
 from recmesh.index import AnnIndex, load_index, search_excluding
+from recmesh.index.base import search_allowed
 from recmesh.rank.features import ItemSpace, features
 from recmesh.rank.model import Ranker
 from recmesh.rank.tables import Csr, FeatureTables
-from recmesh.sources import Session, Source
+from recmesh.sources import Session, Source, checked_mask
 from recmesh.sources.ann import AnnSource
 from recmesh.sources.covisit import CovisitParams, CovisitSource
 from recmesh.sources.given import GivenSource
@@ -65,13 +70,16 @@ class Model:
     _item_array: np.ndarray = field(init=False, repr=False, compare=False)
     # the candidate sources this bundle can serve, by name (recmesh.sources)
     sources: dict[str, Source] = field(init=False, repr=False, compare=False)
+    _popular: PopularSource = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self._item_array = np.array(self.item_ids, dtype=object)
-        self.sources = {"ann": AnnSource(self.index, self.n_items)}
+        # ann gets the index's space too: a filtered search scores the allowed rows exactly when they are few
+        self.sources = {"ann": AnnSource(self.index, self.n_items, self.space.context_vectors)}
         if self.space.tables.covisits.indptr.size == self.n_items + 1:  # an old bundle may lack the tables
             self.sources["covisit"] = CovisitSource(self.space.tables, self.space.covisit)
-        self.sources["popular"] = PopularSource(self.space.tables.popularity)
+        self._popular = PopularSource(self.space.tables.popularity)
+        self.sources["popular"] = self._popular
         self.sources["given"] = GivenSource()
 
     @property
@@ -131,8 +139,18 @@ class Model:
     def query(self, history: np.ndarray) -> np.ndarray:
         return session_query(self.space.vectors[history], self.query_decay)
 
-    def retrieve(self, query: np.ndarray, n: int, exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        return search_excluding(self.index, query, n, exclude, self.n_items)
+    def allowed_mask(self, allowed: np.ndarray | None) -> np.ndarray | None:
+        """`allowed` checked: None, or one bool per item row; ValueError naming the problem otherwise."""
+        return None if allowed is None else checked_mask(allowed, self.n_items)
+
+    def retrieve(
+        self, query: np.ndarray, n: int, exclude: np.ndarray | None = None, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The ANN top-n for `query`, none of `exclude`, only `allowed` rows (None: all)."""
+        mask = self.allowed_mask(allowed)
+        if mask is None:
+            return search_excluding(self.index, query, n, exclude, self.n_items)
+        return search_allowed(self.index, self.space.context_vectors, query, n, exclude, mask)
 
     def candidates(
         self,
@@ -141,14 +159,19 @@ class Model:
         exclude: np.ndarray | None = None,
         given: np.ndarray | None = None,
         query: np.ndarray | None = None,
+        allowed: np.ndarray | None = None,
+        allowed_count: int | None = None,
     ) -> Pool:
         """The merged pool of `recipe` for a session (rows oldest first, trimmed); `exclude` defaults to the
-        session's own items, the ANN query to the session's (`query`: a caller's vector instead)."""
+        session's own items, the ANN query to the session's (`query`: a caller's vector instead). With `allowed`
+        (bool per item row; `allowed_count` its count when known) every source returns only allowed rows."""
         session = Session(
             history,
             query if query is not None else self.query(history) if history.size else None,
             np.unique(history) if exclude is None else exclude,
             np.zeros(0, dtype=np.int64) if given is None else given,
+            self.allowed_mask(allowed),
+            allowed_count,
         )
         return gather(self.sources, recipe, session)
 
@@ -164,12 +187,14 @@ class Model:
         order = np.argsort(-probs, kind="stable")
         return candidates[order], probs[order]
 
-    def popular(self, k: int, exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def popular(
+        self, k: int, exclude: np.ndarray | None = None, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The k most popular rows, none of `exclude`, only `allowed` ones (None: all), and their popularity
+        relative to the most popular item's (cold start and filling a short answer)."""
         pop = self.space.tables.popularity
-        order = np.argsort(-pop, kind="stable")
-        if exclude is not None and exclude.size:
-            order = order[~np.isin(order, exclude)]
-        top = order[:k]
+        none = np.zeros(0, dtype=np.int64)
+        top = self._popular.top(k, none if exclude is None else np.asarray(exclude), self.allowed_mask(allowed))
         return top, pop[top] / max(float(pop.max()), 1.0)
 
     def recommend(
@@ -179,16 +204,18 @@ class Model:
         n_candidates: int | None = None,
         rank: bool = True,
         recipe: Recipe | None = None,
+        allowed: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """The whole pipeline in process: the reference the served answer must equal. Candidates from `recipe`;
-        without one, ANN alone for `n_candidates` (the original pipeline), else the bundle's default recipe."""
+        without one, ANN alone for `n_candidates` (the original pipeline), else the bundle's default recipe.
+        `allowed` (bool per item row, None: all) keeps every stage to the rows a filter lets through."""
         history = history[-MAX_SESSION:]
         if history.size == 0:
-            return self.popular(k)
+            return self.popular(k, allowed=allowed)
         if recipe is None and n_candidates is not None:
-            candidates, scores = self.retrieve(self.query(history), n_candidates, np.unique(history))
+            candidates, scores = self.retrieve(self.query(history), n_candidates, np.unique(history), allowed)
         else:
-            pool = self.candidates(history, recipe or self.default_recipe)
+            pool = self.candidates(history, recipe or self.default_recipe, allowed=allowed)
             candidates, scores = pool.rows, pool.scores
         if rank:
             candidates, scores = self.rank(history, candidates, scores)

@@ -9,6 +9,11 @@ Vectors go to the cache Redis (``cache_url``; the store's URL when not given), t
 The pointer is also written next to the bundles, ``<models dir>/PUBLISHED`` (atomic rename), so a Redis that lost
 it can be re-seeded from disk (:func:`published_on_disk`; the gateway does it, docs/reliability.md).
 
+After the flip, a bundle with a catalogue (``catalog.jsonl``) seeds the live catalogue in the store
+(recmesh.catalog.live): its items not yet live are added; items already live keep their live attributes (a
+change made through the API is never undone by a publish). The catalogue file is read before anything is written,
+so a bad one fails the publish with the pointer unmoved.
+
     publish("models/20260101T000000Z", "redis://store:6379/0", cache_url="redis://cache:6379/0")
     published_on_disk(Path("models"))   # "20260101T000000Z", or None
 """
@@ -27,6 +32,9 @@ from tqdm import tqdm
 
 from recmesh import bundle
 from recmesh.bundle import BundleError
+from recmesh.catalog import live as live_catalog
+from recmesh.catalog.files import load_catalog
+from recmesh.catalog.table import Catalog, CatalogError
 from recmesh.redis_layout import POINTER_KEY, VECTOR_DTYPE, VECTOR_TTL_S, meta_key, vector_key
 
 POINTER_FILE = "PUBLISHED"  # in the models directory, next to the bundles (not a bundle: no manifest)
@@ -86,6 +94,14 @@ def load_vectors(bundle_path: Path) -> tuple[str, list[str], np.ndarray]:
     return version, item_ids, vectors
 
 
+def bundle_catalog(bundle_path: Path) -> Catalog | None:
+    """The bundle's catalogue snapshot, None when it has none; BundleError for one that cannot be read."""
+    try:
+        return load_catalog(bundle_path)
+    except (ValueError, OSError) as e:  # CatalogFileError, CatalogError
+        raise BundleError(f"{bundle_path}: unreadable catalog.jsonl: {e}") from e
+
+
 def _where(redis_url: str) -> str:
     """host:port/db of a Redis URL, without credentials (for messages)."""
     parts = urlsplit(redis_url)
@@ -117,7 +133,8 @@ def publish(
     With ``BUNDLE_SIGNING_KEY`` set, an unsigned (whole) bundle is signed first and one signed under another key is
     refused (recmesh.bundle). Raises BundleError for a missing, partial, tampered or inconsistent bundle (before
     anything is written) and RedisUnavailable when Redis cannot be reached or fails mid-way; in both cases the
-    pointer does not move.
+    pointer does not move (unless only the catalogue seeding, after the flip, failed: the message says so;
+    CatalogError when the bundle's catalogue types disagree with the live catalogue's).
     Publishing the same version again rewrites its vectors and refreshes their TTL.
     """
     if batch <= 0:
@@ -127,6 +144,8 @@ def publish(
     if bundle.signing_key() is not None:
         bundle.sign_unsigned(Path(bundle_path))  # the publisher vouches for the bundle
     version, item_ids, vectors = load_vectors(Path(bundle_path))
+    catalog = bundle_catalog(Path(bundle_path))
+    flipped = False
     where = _where(cache_url or redis_url)
     client = redis.Redis.from_url(cache_url or redis_url, socket_connect_timeout=5, socket_timeout=30)
     store = redis.Redis.from_url(redis_url, socket_connect_timeout=5, socket_timeout=30) if cache_url else client
@@ -156,8 +175,23 @@ def publish(
         write_pointer_file(Path(bundle_path).parent, version)
         where = _where(redis_url)
         store.set(POINTER_KEY, version)  # the flip: one command, after every vector is in
+        flipped = True
+        if catalog is not None:
+            seeded = live_catalog.seed(store, catalog)
+            if progress:
+                print(
+                    f"catalog: {seeded} of {len(catalog)} items added to the live catalogue (the rest were live)",
+                    file=sys.stderr,
+                )
     except redis.RedisError as e:
+        if flipped:
+            raise RedisUnavailable(
+                f"Redis at {where} failed after {version} was published (pointer moved): its catalogue was not "
+                f"seeded; publish again to seed it: {e}"
+            ) from e
         raise RedisUnavailable(f"Redis at {where} failed, version pointer not moved: {e}") from e
+    except CatalogError as e:  # the bundle's types disagree with the live catalogue's schema
+        raise CatalogError(f"{version} is published (pointer moved), but its catalogue was not seeded: {e}") from e
     finally:
         client.close()
         store.close()

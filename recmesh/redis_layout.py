@@ -9,17 +9,33 @@
                                              timestamp_ms, session_id); trimmed to the newest N, TTL EVENTS_TTL_S
     recmesh:ratelimit:events:{user_id}:{s}   events counted in unix second s (not under recmesh:events:, so an
                                              export's SCAN skips it)
+    recmesh:catalog:item:{item_id}           hash: attribute -> its value as JSON text (``"shoes"``, ``29.99``,
+                                             ``true``); no TTL (the live catalogue, recmesh.catalog.live)
+    recmesh:catalog:ids                      set of every item id in the live catalogue (an item without
+                                             attributes has no hash, so this set says what exists)
+    recmesh:catalog:schema                   hash: attribute -> string | number | boolean, fixed by first use
+    recmesh:catalog:seq                      integer: how many catalogue writes so far (the log position)
+    recmesh:catalog:epoch                    "unix seconds.microseconds" of the first write into this Redis:
+                                             a follower that sees another epoch reloads (the data was lost and
+                                             started over, so the same seq may mean other writes)
+    recmesh:catalog:log                      stream, entry id {seq}-0, one per write: field ``ops`` = JSON list of
+                                             [item_id, [attr, JSON text, ...]] (the item's WHOLE attributes after
+                                             the write) or [item_id, null] (deleted); trimmed to about
+                                             CATALOG_LOG_MAXLEN entries
 
-Writers: `recmesh publish` (vectors, meta, pointer), the gateway (events, rate counters), the embedding store
-(vector write-backs). Readers: the embedding store (vectors, pointer), the gateway (events, pointer),
-`recmesh events export` (events).
+Writers: `recmesh publish` (vectors, meta, pointer; seeds the catalogue), the gateway (events, rate counters,
+catalogue writes), `recmesh catalog load` (catalogue), the embedding store (vector write-backs). Readers: the
+embedding store (vectors, pointer), the gateway (events, pointer, catalogue), `recmesh events export` (events).
+The catalogue keys live in the store (no TTL: state); every catalogue write is one Lua script (atomic).
 
 Two roles, best two Redis instances (docs/reliability.md): the *store* (REDIS_URL: the pointer, events, rate
 counters; AOF, noeviction) and the *cache* (REDIS_CACHE_URL of the embedding store, ``--redis-cache-url`` of
 publish: vectors and meta; allkeys-lru, no persistence). Memory of the store is bounded by its keys' caps: a
 visitor's list holds at most EVENTS_PER_USER entries (about 100 bytes each with short ids: ~13 KB per visitor at
 the default 100, measured) and expires EVENTS_TTL_S after their last event; rate counters live two seconds. So
-the store needs about (visitors active in 30 days) x 13 KB; past its maxmemory it refuses writes (503).
+the store needs about (visitors active in 30 days) x 13 KB; past its maxmemory it refuses writes (503). The live
+catalogue adds one small hash per item (at most 64 attributes) and its log, capped at about CATALOG_LOG_MAXLEN
+entries of at most 1,000 items' attributes each.
 """
 
 from __future__ import annotations
@@ -37,6 +53,14 @@ EVENTS_KEY_PREFIX = "recmesh:events:"
 EVENTS_KEY_PATTERN = EVENTS_KEY_PREFIX + "*"
 EVENTS_TTL_S = 30 * 24 * 3600  # a visitor's history expires 30 days after their last event
 RATE_WINDOW_TTL_S = 2  # a one-second rate counter outlives its second by one
+
+CATALOG_ITEM_KEY_PREFIX = "recmesh:catalog:item:"
+CATALOG_IDS_KEY = "recmesh:catalog:ids"
+CATALOG_SCHEMA_KEY = "recmesh:catalog:schema"
+CATALOG_SEQ_KEY = "recmesh:catalog:seq"
+CATALOG_LOG_KEY = "recmesh:catalog:log"
+CATALOG_EPOCH_KEY = "recmesh:catalog:epoch"  # set by the first write; a Redis that lost it starts anew
+CATALOG_LOG_MAXLEN = 10_000  # entries kept (approximately: XADD MAXLEN ~); a follower further behind reloads
 
 
 def vector_key(version: str, item_id: str) -> str:
@@ -57,6 +81,10 @@ def user_of_events_key(key: bytes) -> str:
 
 def rate_key(user_id: str, second: int) -> str:
     return f"recmesh:ratelimit:events:{user_id}:{second}"
+
+
+def catalog_item_key(item_id: str) -> str:
+    return CATALOG_ITEM_KEY_PREFIX + item_id
 
 
 def encode_event(item_id: str, type: str, timestamp_ms: int, session_id: str) -> bytes:

@@ -57,3 +57,9 @@ MAX_BATCH_MEMBERS = 256  # requests per batch call; the gateway sends at most ga
 
 # -- transport ----------------------------------------------------------------------------------------------
 MAX_BODY_BYTES = 1024 * 1024  # a REST request body
+
+# -- the catalogue and per-request rules (docs/catalogue.md) ------------------------------------------------
+MAX_EXPRESSION_CHARS = 1000  # a filter or a boost's filter (recmesh.catalog.expressions has the same cap)
+MAX_BOOSTS = 20  # options.boosts
+MAX_BOOST_INCLUDE = 100  # a boost's include
+MAX_CATALOG_WRITE = 1000  # items per catalogue write or delete call

@@ -20,6 +20,7 @@ from typing import Any, Protocol, TypeVar
 import grpc.aio
 import uvloop
 from grpc_health.v1.health import HealthServicer
+from threadpoolctl import threadpool_limits
 
 from recmesh.registry import ModelRegistry
 from serving.gc_tuning import tune_for_serving
@@ -111,6 +112,9 @@ def run_service(name: str, settings: S, create: Callable[[S], Awaitable[Started[
     background work cleaned up), then the spans still queued exported."""
     configure_logging(name, settings.log_level)
     configure_tracing(name)
+    # One BLAS thread: a request's products are small (a few hundred rows), and a second BLAS thread spinning for
+    # a core the other services need made an exact scan of 20k rows 10-20x slower on a busy 2-core machine.
+    threadpool_limits(limits=1)
     start_metrics_server(settings.metrics_port)
     try:
         uvloop.run(_serve(settings, create))

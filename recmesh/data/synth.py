@@ -10,13 +10,22 @@ The generator is a small Markov model with the structure real logs have and mode
   train, a validation and a test item), and never the same item twice in a row.
 
 It is vectorised per step over all sessions at once, so millions of interactions take seconds.
+
+Every item also has attributes, drawn from a random stream of their own (so the sessions of a seed are the same
+with or without them) and tied to the latent structure so that filtering on them matters: `category` (20 readable
+names, each a run of neighbouring topics, so a session mostly stays in one), `brand` (10 per category, each in
+one category; items of a topic lean to one brand), `price` (log-normal around the category's own level, 1..500,
+two decimals), `available` (95 % true) and `created_at` ("2026-MM-DD").
+
+    dataset = generate(n_items=2000, n_users=3000, seed=1)
+    item_attributes(dataset)   # [("i0", {"category": "garden", "brand": "Kelbex", "price": 23.4, ...}), ...]
 """
 
 from __future__ import annotations
 
 import sys
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +42,34 @@ P_DRIFT = 0.1  # next item comes from the neighbouring topic t-1 or t+1
 # otherwise (0.5) the next item is a popularity-weighted draw from the current topic
 MIN_SUCCESSORS, MAX_SUCCESSORS = 3, 5
 REPEAT_RETRIES = 3
+
+# item attributes
+ATTRIBUTE_STREAM = 1  # the attributes' random stream is (seed, 1): the sessions' own draws stay untouched
+CATEGORIES = (
+    "books", "music", "movies", "games", "toys", "baby", "beauty", "health", "grocery", "pets",
+    "garden", "tools", "kitchen", "home", "office", "computers", "phones", "audio", "sports", "fashion",
+)  # fmt: skip
+# brand names: the category's prefix and one of ten endings, so a brand belongs to one category by its name too
+BRAND_PREFIXES = (
+    "Al", "Bel", "Cor", "Dun", "El", "Fen", "Gar", "Hol", "Ix", "Jor",
+    "Kel", "Lum", "Mor", "Nor", "Or", "Pel", "Quin", "Ros", "Sol", "Tor",
+)  # fmt: skip
+BRAND_ENDINGS = ("ant", "ber", "cor", "dex", "ex", "fin", "gen", "ix", "on", "us")
+P_TOPIC_BRAND = 0.6  # an item takes its topic's brand, else any brand of its category (popular ones more often)
+PRICE_LEVELS = (5.0, 120.0)  # a category's median price is log-uniform between these
+PRICE_SPREAD = 0.7  # sigma of log(price) around the category's level
+PRICE_RANGE = (1.0, 500.0)
+P_AVAILABLE = 0.95
+FIRST_DAY, DAYS = np.datetime64("2026-01-01"), 334  # created_at: Jan 1 .. Nov 30, 2026
+
+
+@dataclass
+class SynthDataset(Dataset):
+    """A generated data set, which also knows what its items' attributes are drawn from."""
+
+    topic_of: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64), repr=False, compare=False)
+    n_topics: int = field(default=1, compare=False)
+    seed: int = field(default=0, compare=False)
 
 
 @dataclass(frozen=True)
@@ -190,7 +227,42 @@ def generate(
         ends = (offsets + lengths).tolist()
         sequences = [items[a:b] for a, b in zip(offsets.tolist(), ends, strict=True)]
         users = [f"u{k}" for k in range(n_users)]
-    return Dataset(name="synth", users=users, sequences=sequences, filtered=Counter())
+    return SynthDataset("synth", users, sequences, Counter(), topic_of=cat.topic_of, n_topics=n_topics, seed=seed)
+
+
+def item_attributes(dataset: Dataset) -> list[tuple[str, dict[str, str | float | bool]]]:
+    """Every item's attributes ("i0".. in order, including items no session visits), the same for the same seed.
+    ValueError for a data set `generate` did not make (a file read back has lost the topics)."""
+    if not isinstance(dataset, SynthDataset):
+        raise ValueError(f"{dataset.name}: item attributes exist only for data sets made by generate()")
+    topic_of, n_topics = dataset.topic_of, dataset.n_topics
+    n_items = topic_of.size
+    rng = np.random.default_rng([dataset.seed, ATTRIBUTE_STREAM])
+    n_categories = min(len(CATEGORIES), n_topics)
+    # contiguous runs of topics: a session drifting to topic t +- 1 mostly stays in its category
+    category_of_topic = np.arange(n_topics) * n_categories // n_topics
+    category = category_of_topic[topic_of]
+
+    n_brands = len(BRAND_ENDINGS)
+    topic_brand = rng.integers(0, n_brands, size=n_topics)
+    brand_weights = 1.0 / np.arange(1, n_brands + 1)
+    any_brand = rng.choice(n_brands, size=n_items, p=brand_weights / brand_weights.sum())
+    brand = np.where(rng.random(n_items) < P_TOPIC_BRAND, topic_brand[topic_of], any_brand)
+
+    low, high = np.log(PRICE_LEVELS)
+    level = rng.uniform(low, high, size=n_categories)
+    price = np.exp(level[category] + PRICE_SPREAD * rng.standard_normal(n_items))
+    price = np.round(np.clip(price, *PRICE_RANGE), 2)
+    available = rng.random(n_items) < P_AVAILABLE
+    created = (FIRST_DAY + rng.integers(0, DAYS, size=n_items)).astype(str)
+
+    categories = [CATEGORIES[c] for c in category.tolist()]
+    brands = [BRAND_PREFIXES[c] + BRAND_ENDINGS[b] for c, b in zip(category.tolist(), brand.tolist(), strict=True)]
+    rows = zip(categories, brands, price.tolist(), available.tolist(), created.tolist(), strict=True)
+    return [
+        (f"i{k}", {"category": c, "brand": b, "price": p, "available": a, "created_at": d})
+        for k, (c, b, p, a, d) in enumerate(rows)
+    ]
 
 
 def write_user_lines(dataset: Dataset, path: str | Path) -> None:

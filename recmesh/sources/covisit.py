@@ -6,7 +6,8 @@ DECAY**j * (TRANSITION_WEIGHT * transitions[r_j, c] + covisits[r_j, c]) / (1 + o
 where out[r] is r's row sum in both tables: a neighbour of a rarely followed item counts for more than one of a
 hub. The ranker reads the same score as a feature (recmesh.rank.features, from the counts it looks up anyway).
 `neighbour_scores` is the reference (and training's, which takes an example's own counts out); the source itself
-sums one pre-merged table (TRANSITION_WEIGHT * transitions + covisits) in a few vectorised calls.
+sums one pre-merged table (TRANSITION_WEIGHT * transitions + covisits) in a few vectorised calls. With a filter
+it keeps the allowed neighbours (every neighbour is scored anyway, so k is filled whenever k allowed ones exist).
 
 Usage::
 
@@ -21,7 +22,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from recmesh.rank.tables import Csr, FeatureTables, OwnCounts
-from recmesh.sources import Session, top_k
+from recmesh.sources import Session, mask_for, top_k
 
 
 @dataclass(frozen=True)
@@ -108,7 +109,7 @@ class CovisitSource:
         entries = np.concatenate([np.arange(s, e) for s, e in zip(starts.tolist(), ends.tolist(), strict=True)])
         weights = np.repeat(self._decay[: recent.size] * self._row_weight[recent], ends - starts)
         cols, scores = _sum_by_column(self._indices[entries], self._data[entries] * weights)
-        return top_k(cols, scores, k, session.exclude)
+        return top_k(cols, scores, k, session.exclude, mask_for(session, self._row_weight.size))
 
 
 def _scipy(csr: Csr, n: int) -> sp.csr_matrix:

@@ -1,5 +1,6 @@
-"""`given`: the rows the caller brings ("bring your own candidates"), in the caller's order, duplicates and
-exclusions dropped. Their score is 1.0: the caller vouched for them, the ranker orders them.
+"""`given`: the rows the caller brings ("bring your own candidates"), in the caller's order, duplicates, exclusions
+and rows the request's filter does not allow dropped. Their score is 1.0: the caller vouched for them, the ranker
+orders them.
 
 Usage::
 
@@ -23,5 +24,8 @@ class GivenSource:
             rows = rows[np.sort(first)]
             if session.exclude.size:
                 rows = rows[~np.isin(rows, session.exclude)]
-        rows = rows[:k].astype(np.int64, copy=False)
+            if session.allowed is not None:
+                rows = rows[(rows >= 0) & (rows < session.allowed.size)]  # a row outside the mask is not allowed
+                rows = rows[session.allowed[rows]]
+        rows = rows[: max(k, 0)].astype(np.int64, copy=False)
         return rows, np.ones(rows.size, dtype=np.float32)

@@ -8,6 +8,10 @@ ranker's AUC. `train_positions` (off by default) adds examples from inside the t
 minus what each sequence added from the example's position on (OwnCounts); word2vec has seen those, and on
 validation they made the ranker worse (docs/evaluation.md).
 
+The bundle carries a snapshot of the item catalogue (catalog.jsonl, hashed like every file): the one given
+(`recmesh train --items FILE`), else the synthetic attributes when the data is the built-in generator's. Its items
+need not match the training data: new items without a vector stay, trained items without attributes are fine.
+
     recmesh train --data data/beauty.txt --out models/   # the CLI; train_bundle(dataset, Path("models")) in code
 """
 
@@ -25,7 +29,10 @@ import numpy as np
 from tqdm import tqdm
 
 from recmesh import bundle
+from recmesh.catalog.files import CATALOG_FILE, catalog_summary, write_items
+from recmesh.catalog.table import Catalog
 from recmesh.data.sessions import Dataset
+from recmesh.data.synth import SynthDataset, item_attributes
 from recmesh.evaluate.protocol import Split, leave_one_out
 from recmesh.index import build_index, default_params
 from recmesh.pipeline import MAX_SESSION, Model
@@ -72,9 +79,18 @@ def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def train_bundle(dataset: Dataset, models_dir: Path, params: TrainParams | None = None, progress: bool = True) -> Path:
-    """Train every part, write models_dir/<version>/, return its path."""
+def train_bundle(
+    dataset: Dataset,
+    models_dir: Path,
+    params: TrainParams | None = None,
+    progress: bool = True,
+    catalog: Catalog | None = None,
+) -> Path:
+    """Train every part, write models_dir/<version>/, return its path. `catalog`: the items' attributes to carry
+    (default: the synthetic ones for a data set made by recmesh.data.synth.generate, else none)."""
     params = params or TrainParams()
+    if catalog is None and isinstance(dataset, SynthDataset):
+        catalog = Catalog.of(item_attributes(dataset))
     started = time.perf_counter()
     split = leave_one_out(dataset)
     log(f"split: {len(split.train):,} sequences, {split.n_items:,} items, {len(split.valid_target):,} targets")
@@ -115,6 +131,8 @@ def train_bundle(dataset: Dataset, models_dir: Path, params: TrainParams | None 
     )
     index.save(staging / "index")
     ranker.save(staging / "ranker.json")
+    if catalog is not None:  # before seal, so the manifest hashes it
+        write_items(staging / CATALOG_FILE, catalog.docs())
     train_seconds = round(time.perf_counter() - started, 1)
     manifest = {
         "version": version,
@@ -138,6 +156,8 @@ def train_bundle(dataset: Dataset, models_dir: Path, params: TrainParams | None 
         },
         "metrics": {"ranker_auc": ranker_auc, "train_seconds": train_seconds},
     }
+    if catalog is not None:
+        manifest["catalog"] = catalog_summary(catalog)
     bundle.seal(staging, manifest)
     staging.rename(final)
     log(f"bundle: {final} ({train_seconds}s)")

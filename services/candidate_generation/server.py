@@ -1,4 +1,5 @@
-"""Build the candidate-generation gRPC server: registry loaded, servicer registered, model watcher running.
+"""Build the candidate-generation gRPC server: registry loaded, live catalogue read, servicer registered, model
+watcher running.
 
 Usage::
 
@@ -7,16 +8,27 @@ Usage::
 
 from __future__ import annotations
 
+from recmesh.registry import ModelRegistry
 from recmesh.v1 import candidate_generation_service_pb2_grpc as pb_grpc
 from services.candidate_generation.core import CandidateGenerator
 from services.candidate_generation.servicer import SERVICE_NAME, CandidateGenerationServicer
 from services.candidate_generation.settings import Settings
+from serving.catalog_live import LiveCatalog
 from serving.stage_service import Started, start_model_service
+
+FIRST_READ_TIMEOUT_S = 5.0  # at start: wait this long for the whole catalogue before serving without it
 
 
 async def create_server(settings: Settings, address: str | None = None) -> Started[CandidateGenerator]:
     """Serve on `address` (default: every interface, settings.port) until the server is stopped."""
-    add = pb_grpc.add_CandidateGenerationServiceServicer_to_server
-    return await start_model_service(
-        settings, address, CandidateGenerator, CandidateGenerationServicer, add, SERVICE_NAME
+    catalog = (
+        LiveCatalog.from_url(settings.redis_url, timeout_ms=settings.redis_timeout_ms) if settings.redis_url else None
     )
+    if catalog is not None:
+        await catalog.refresh(timeout_s=FIRST_READ_TIMEOUT_S)
+
+    def make_core(registry: ModelRegistry) -> CandidateGenerator:
+        return CandidateGenerator(registry, catalog)
+
+    add = pb_grpc.add_CandidateGenerationServiceServicer_to_server
+    return await start_model_service(settings, address, make_core, CandidateGenerationServicer, add, SERVICE_NAME)

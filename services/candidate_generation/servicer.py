@@ -33,12 +33,14 @@ class CandidateGenerationServicer(pb_grpc.CandidateGenerationServiceServicer):
     async def RetrieveCandidates(
         self, request: pb.RetrieveCandidatesRequest, context: grpc.aio.ServicerContext
     ) -> pb.RetrieveCandidatesResponse:
+        await self.generator.refresh_catalog()
         return await self.retrieve(request)
 
     async def BatchRetrieveCandidates(
         self, request: pb.BatchRetrieveCandidatesRequest, context: grpc.aio.ServicerContext
     ) -> pb.BatchRetrieveCandidatesResponse:
-        """Each member as RetrieveCandidates answers it, one after the other."""
+        """Each member as RetrieveCandidates answers it, one after the other, after one catalogue refresh for all."""
+        await self.generator.refresh_catalog()
         results = await answer_each(
             request, self.retrieve, pb.RetrieveCandidatesResult, f"/{SERVICE_NAME}/BatchRetrieveCandidates"
         )
@@ -54,6 +56,9 @@ class CandidateGenerationServicer(pb_grpc.CandidateGenerationServiceServicer):
             model_version=request.model_version,
             sources=request.sources,
             given_item_ids=request.given_item_ids,
+            filter=request.filter,
+            fill_from_popular=request.fill_from_popular,
+            with_provenance=request.with_provenance,
         )
         log.debug(
             "retrieved %d candidates",
@@ -65,4 +70,9 @@ class CandidateGenerationServicer(pb_grpc.CandidateGenerationServiceServicer):
             scores=pack(found.scores),
             model_version=found.model_version,
             unknown_item_ids=found.unknown_item_ids,
+            source_names=found.source_names,
+            found_by=found.found_by,
+            filled=found.filled,
+            catalog_seq=found.catalog_seq,
+            catalog_stale_reason=found.catalog_stale_reason,
         )

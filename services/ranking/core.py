@@ -14,12 +14,14 @@ the model version it pins is looked up (a request never loads one: recmesh.regis
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import ArrayLike
 
 from recmesh.pipeline import Model
+from recmesh.rank.explain import Explanation, explain
+from recmesh.rank.features import features
 from recmesh.registry import ModelRegistry
 from serving import limits
 from serving.errors import InvalidArgument
@@ -33,6 +35,7 @@ class RankQuery:
     candidate_ids: Sequence[str]
     retrieval_scores: np.ndarray  # float32, one per candidate id
     k: int  # 0 = all
+    explain: bool = False
 
 
 @dataclass(frozen=True)
@@ -44,10 +47,16 @@ class Ranked:
     scores: np.ndarray  # float32, one per item
     model_version: str
     unknown_item_ids: list[str]  # session ids, then candidate ids, not in the catalogue; no duplicates
+    explanations: list[Explanation] = field(default_factory=list)  # with explain: one per item, same order
 
 
 def validate_query(
-    *, session_item_ids: Sequence[str], candidate_ids: Sequence[str], retrieval_scores: ArrayLike, k: int = 0
+    *,
+    session_item_ids: Sequence[str],
+    candidate_ids: Sequence[str],
+    retrieval_scores: ArrayLike,
+    k: int = 0,
+    explain: bool = False,
 ) -> RankQuery:
     """At most MAX_SESSION_ITEMS session ids, 1 to MAX_ITEMS candidates, one finite retrieval score each,
     0 <= k <= RANK_MAX_K (0 = all). Anything else is InvalidArgument naming the range."""
@@ -71,7 +80,7 @@ def validate_query(
     if not np.isfinite(scores).all():
         bad = int(np.flatnonzero(~np.isfinite(scores))[0])
         raise InvalidArgument("candidate scores must be finite numbers", field=f"candidates[{bad}].score")
-    return RankQuery(session_item_ids, candidate_ids, scores, k)
+    return RankQuery(session_item_ids, candidate_ids, scores, k, explain)
 
 
 def rank_candidates(model: Model, query: RankQuery) -> Ranked:
@@ -103,12 +112,29 @@ def rank_candidates(model: Model, query: RankQuery) -> Ranked:
         )
     if query.k:
         ranked, probabilities = ranked[: query.k], probabilities[: query.k]
+    explanations = []
+    if query.explain and history.size and ranked.size:
+        explanations = _explain(model, history, candidates, scores, ranked)
     return Ranked(
         model.ids_of(ranked),
         np.asarray(probabilities, dtype=np.float32),
         model.version,
         list(dict.fromkeys(unknown)),
+        explanations,
     )
+
+
+EXPLAINED_TERMS = 5
+
+
+def _explain(
+    model: Model, history: np.ndarray, candidates: np.ndarray, scores: np.ndarray, ranked: np.ndarray
+) -> list[Explanation]:
+    """The ranker's terms for the ranked rows, from the base features Model.rank computed: over the candidates
+    in retrieval order (a feature may read the retrieval rank), then taken in ranked order."""
+    base = features(model.space, history, candidates, scores, model.query(history), model.ranker.names)
+    position = {row: i for i, row in enumerate(candidates.tolist())}
+    return explain(model.ranker, base[[position[row] for row in ranked.tolist()]], top=EXPLAINED_TERMS)
 
 
 class CandidateRanker:
@@ -125,9 +151,14 @@ class CandidateRanker:
         retrieval_scores: ArrayLike,
         k: int = 0,
         model_version: str = "",
+        explain: bool = False,
     ) -> Ranked:
         query = validate_query(
-            session_item_ids=session_item_ids, candidate_ids=candidate_ids, retrieval_scores=retrieval_scores, k=k
+            session_item_ids=session_item_ids,
+            candidate_ids=candidate_ids,
+            retrieval_scores=retrieval_scores,
+            k=k,
+            explain=explain,
         )
         # A version the registry does not hold is NOT_FOUND (serving.errors); the lease keeps it while in use.
         async with self.registry.lease(model_version) as model:

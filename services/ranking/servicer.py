@@ -48,6 +48,7 @@ class RankingServicer(pb_grpc.RankingServiceServicer):
             retrieval_scores=unpack_scores(request.candidate_scores, "candidate_scores"),
             k=request.k,
             model_version=request.model_version,
+            explain=request.explain,
         )
         log.debug(
             "ranked %d of %d candidates",
@@ -62,4 +63,14 @@ class RankingServicer(pb_grpc.RankingServiceServicer):
             ],
             model_version=ranked.model_version,
             unknown_item_ids=ranked.unknown_item_ids,
+            explanations=[
+                pb.ScoreExplanation(
+                    logit=e.logit,
+                    intercept=e.intercept,
+                    features=[name for name, _ in e.contributions],
+                    contributions=[value for _, value in e.contributions],
+                    other=e.other,
+                )
+                for e in ranked.explanations
+            ],
         )

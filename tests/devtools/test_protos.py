@@ -43,6 +43,9 @@ def test_gateway_service_methods():
         "RankCandidates",
         "RecordEvent",
         "RecordEvents",
+        "UpsertItems",
+        "GetItem",
+        "DeleteItems",
     }
     assert methods["RecordEvents"].client_streaming
     assert not methods["RecordEvents"].server_streaming

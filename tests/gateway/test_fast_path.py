@@ -25,7 +25,8 @@ def bodies(session: list[str]) -> list[bytes | str]:
         '{"session": ["a"], "k": "ten"}',  # wrong type: pydantic
         '{"session": ["a"], "kk": 3}',  # unknown field
         '{"session": ["a"], "model_version": "v-none"}',  # unknown version: 404
-        '{"session": []}',  # nothing to recommend from
+        '{"session": []}',  # nothing to recommend from: popular items
+        '{"session": [], "options": {"filter": "price <"}}',  # a filter's syntax error
     ]
 
 

@@ -25,7 +25,7 @@ pb = recommendation_service_pb2
 async def test_grpc_bad_input_is_invalid_argument_and_caps_apply(gateway: Gateway, model, session_items) -> None:  # type: ignore[no-untyped-def]
     stub = gateway.stub
     for request in (
-        pb.RecommendRequest(),
+        pb.RecommendRequest(options=pb.RecommendOptions(filter="price <")),
         pb.RecommendRequest(session_item_ids=["a"], k=-1),
         pb.RecommendRequest(options=pb.RecommendOptions(query_vector=b"\x00\x00\x80?")),
         pb.RecommendRequest(options=pb.RecommendOptions(query_vector=b"\x00\x00")),

@@ -195,3 +195,30 @@ def test_index_choices_are_the_backends():
     train = next(p for p in cli.parsers(cli.build_parser()) if p.prog == "recmesh train")
     (index,) = (a for a in train._actions if "--index" in a.option_strings)
     assert tuple(index.choices or ()) == BACKENDS
+
+
+def test_bad_items_file_is_one_line_naming_file_and_line_before_any_training(tmp_path: Path):
+    items = tmp_path / "items.jsonl"
+    items.write_text('{"item_id": "a", "price": 3}\n{"item_id": "b", "price": "cheap"}\n')
+    result = run("train", "--items", str(items), "--out", str(tmp_path / "models"))
+    line = assert_one_error_line(result, "train")
+    assert line.endswith(f"{items}:2: item 'b', attribute 'price': expected a number, got 'cheap'")
+    assert "synth:" not in result.stderr  # failed before generating or reading any sessions
+    assert not list_versions(tmp_path / "models")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('{"item_id": "a"}\n{"item_id": "a"}\n', "items.jsonl:2: duplicate item id 'a' (first on line 1)"),
+        (None, "items.jsonl: no such file or directory"),
+    ],
+)
+def test_items_file_errors_in_process(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str | None, expected: str
+):
+    items = tmp_path / "items.jsonl"
+    if text is not None:
+        items.write_text(text)
+    assert cli.main(["train", "--items", str(items), "--out", str(tmp_path / "models")]) == 1
+    assert capsys.readouterr().err == f"recmesh train: error: {tmp_path / expected}\n"

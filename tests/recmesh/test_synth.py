@@ -112,3 +112,64 @@ def test_progress_bar_goes_to_stderr(capsys: pytest.CaptureFixture[str]) -> None
     assert "synth" in err
     generate(n_items=100, n_users=100)
     assert capsys.readouterr() == ("", "")
+
+
+def test_item_attributes_are_seeded_and_leave_the_sessions_alone() -> None:
+    from recmesh.data.synth import item_attributes
+
+    a, b, c = (generate(n_items=300, n_users=200, seed=s) for s in (1, 1, 2))
+    # the sessions of a seed are what they were before items had attributes (published numbers depend on them)
+    assert a.sequences[0] == ["i49", "i6", "i267", "i285"]
+    assert a.sequences[2][:6] == ["i264", "i245", "i103", "i245", "i85", "i264"]
+    assert item_attributes(a) == item_attributes(b)
+    assert item_attributes(a) != item_attributes(c)
+    assert [item for item, _ in item_attributes(a)] == [f"i{k}" for k in range(300)]  # unvisited items too
+    with pytest.raises(ValueError, match="generate"):
+        item_attributes(Dataset("file", ["u1"], [["a", "b", "c"]]))
+
+
+def test_item_attributes_are_within_their_ranges(data: Dataset) -> None:
+    from datetime import date
+
+    from recmesh.catalog.table import Catalog
+    from recmesh.data.synth import CATEGORIES, item_attributes
+
+    docs = item_attributes(data)
+    catalog = Catalog.of(docs)  # every value is one the catalogue holds
+    assert catalog.schema == {
+        "category": "string",
+        "brand": "string",
+        "price": "number",
+        "available": "boolean",
+        "created_at": "string",
+    }
+    attrs = [a for _, a in docs]
+    assert {a["category"] for a in attrs} == set(CATEGORIES)
+    assert 150 <= len({a["brand"] for a in attrs}) <= 200
+    prices = np.array([a["price"] for a in attrs])
+    assert prices.min() >= 1 and prices.max() <= 500 and np.all(np.round(prices, 2) == prices)
+    assert 5 < np.median(prices) < 100  # log-normal: a long tail above a modest middle
+    assert 0.92 < np.mean([a["available"] for a in attrs]) < 0.98
+    days = [date.fromisoformat(str(a["created_at"])) for a in attrs]
+    assert all(d.year == 2026 for d in days) and len({d.month for d in days}) >= 10
+
+
+def test_item_attributes_follow_the_latent_structure(data: Dataset) -> None:
+    """Each brand sits in one category, and sessions mostly stay in one category: a filter on it matters."""
+    from recmesh.data.synth import item_attributes
+
+    attrs = dict(item_attributes(data))
+    categories_of_brand: dict[str, set[str]] = {}
+    for a in attrs.values():
+        categories_of_brand.setdefault(str(a["brand"]), set()).add(str(a["category"]))
+    assert all(len(c) == 1 for c in categories_of_brand.values())
+    steps = [
+        (attrs[x]["category"], attrs[y]["category"]) for s in data.sequences for x, y in zip(s, s[1:], strict=False)
+    ]
+    same = np.mean([x == y for x, y in steps])
+    assert same > 0.8  # 20 categories: 0.05 by chance
+    by_category: dict[str, list[float]] = {}
+    for a in attrs.values():
+        by_category.setdefault(str(a["category"]), []).append(float(a["price"]))
+    medians = sorted(np.median(p) for p in by_category.values())
+    assert medians[-1] > 3 * medians[0]  # categories have their own price levels

@@ -68,3 +68,65 @@ def test_scann_matches_exact_search_and_survives_save_load(n: int, tmp_path: Pat
     overlap = [np.intersect1d(loaded.search(q, 50)[0], exact.search(q, 50)[0]).size / 50 for q in queries]
     assert np.mean(overlap) > 0.9
     np.testing.assert_array_equal(loaded.search(queries[0], 10)[0], index.search(queries[0], 10)[0])
+
+
+def test_train_with_an_items_file_seals_its_catalogue_into_the_bundle(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    from recmesh import bundle
+    from recmesh.catalog.files import load_catalog, read_items
+    from recmesh.data.synth import generate, item_attributes
+    from recmesh.pipeline import load_model
+
+    data = tmp_path / "synth.txt"
+    assert main(["data", "synth", "--out", str(data), "--items", "600", "--users", "1200", "--seed", "2"]) == 0
+    written = read_items(tmp_path / "synth.items.jsonl")  # next to the sessions
+    assert written == item_attributes(generate(n_items=600, n_users=1200, seed=2))
+    # a CSV of some of the trained items plus one the sessions never saw; the other trained items have none
+    items = tmp_path / "items.csv"
+    rows = [f"{item},{a['category']},{a['price']}" for item, a in written[:100]]
+    items.write_text("item_id,category,price\n" + "\n".join([*rows, "brand_new,shoes,19.99"]) + "\n")
+    capsys.readouterr()
+    args = ["train", "--data", str(data), "--items", str(items), "--out", str(tmp_path / "models"), "--epochs", "5"]
+    assert main(args) == 0
+    path = Path(capsys.readouterr().out.strip().splitlines()[-1])
+
+    manifest = bundle.load_manifest(path)  # verified: the catalogue is listed and hashed
+    assert "catalog.jsonl" in manifest["files"]
+    assert manifest["catalog"] == {"items": 101, "attributes": {"category": "string", "price": "number"}}
+    catalog = load_catalog(path)
+    assert catalog is not None and len(catalog) == 101
+    assert catalog.get("brand_new") == {"category": "shoes", "price": 19.99}
+    model = load_model(path)
+    assert "brand_new" not in model.index_of and "i0" in model.index_of  # a new item without a vector
+    with (path / "catalog.jsonl").open("a") as f:
+        f.write('{"item_id": "sneaked_in"}\n')
+    with pytest.raises(bundle.BundleError, match="catalog.jsonl does not match its sha256"):
+        load_model(path)
+
+
+def test_a_bundle_trained_on_generated_data_carries_the_synthetic_attributes(bundle_path: Path):
+    from recmesh import bundle
+    from recmesh.catalog.files import load_catalog
+    from recmesh.data.synth import generate, item_attributes
+
+    catalog = load_catalog(bundle_path)  # conftest's bundle: train_bundle(generate(2000, 3000, seed=1))
+    assert catalog is not None
+    assert list(catalog.docs()) == item_attributes(generate(n_items=2000, n_users=3000, seed=1))
+    assert bundle.load_manifest(bundle_path)["catalog"]["items"] == 2000
+
+
+def test_an_older_bundle_without_a_catalogue_still_loads(bundle_path: Path, tmp_path: Path):
+    import shutil
+
+    from recmesh import bundle
+    from recmesh.catalog.files import load_catalog
+    from recmesh.pipeline import load_model
+
+    old = Path(shutil.copytree(bundle_path, tmp_path / bundle_path.name))
+    (old / "catalog.jsonl").unlink()
+    manifest = bundle.load_manifest(old, verify=False)
+    del manifest["catalog"]
+    bundle.seal(old, manifest)
+    assert load_catalog(old) is None
+    assert load_model(old).version == bundle_path.name

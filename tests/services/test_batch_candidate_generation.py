@@ -90,11 +90,11 @@ async def test_a_member_out_of_time_is_deadline_exceeded_and_not_computed(stub, 
     retrieved: list[int] = []
     original = core.retrieve_candidates
 
-    def first_one_slow(m, query):  # type: ignore[no-untyped-def]
+    def first_one_slow(m, query, allowed=None):  # type: ignore[no-untyped-def]
         retrieved.append(query.k)
         if len(retrieved) == 1:
             time.sleep(0.05)  # member 0 takes 50 ms, so member 1's 20 ms are gone when it is reached
-        return original(m, query)
+        return original(m, query, allowed)
 
     monkeypatch.setattr(core, "retrieve_candidates", first_one_slow)
     session = sample_sessions(1)[0]

@@ -20,6 +20,9 @@ import numpy as np
 import pytest
 
 from devtools.stack import LocalStack
+from recmesh.catalog.files import load_catalog
+from recmesh.catalog.masks import allowed_items
+from recmesh.catalog.table import Catalog
 from recmesh.pipeline import load_model
 from recmesh.publish import publish
 from recmesh.v1 import candidate_generation_service_pb2 as candidates_pb
@@ -105,29 +108,38 @@ def ids(answer: dict) -> list[str]:
     return [item["item_id"] for item in answer["items"]]
 
 
-def offline(model, session: list[str], k: int = 10) -> list[str]:  # type: ignore[no-untyped-def]
+@pytest.fixture(scope="module")
+def catalog(bundle_path: Path) -> Catalog:
+    """The live catalogue as publish seeded it: the bundle's (the synthetic attributes, a few items unavailable)."""
+    found = load_catalog(bundle_path)
+    assert found is not None
+    return found
+
+
+def offline(model, session: list[str], catalog: Catalog, k: int = 10) -> list[str]:  # type: ignore[no-untyped-def]
+    """The offline pipeline with the bundle's default recipe, under the catalogue: no unavailable item."""
     history, _ = model.recent_known(session)
-    rows, _ = model.recommend(history, k)  # the bundle's default recipe, as the gateway uses
+    rows, _ = model.recommend(history, k, allowed=allowed_items(catalog, model.item_ids))
     return [model.item_ids[i] for i in rows]
 
 
-def test_rest_recommendation_equals_the_offline_pipeline(stack: LocalStack, model):  # type: ignore[no-untyped-def]
+def test_rest_recommendation_equals_the_offline_pipeline(stack: LocalStack, model, catalog):  # type: ignore[no-untyped-def]
     for session in sample_sessions(8):
         status, answer, headers = post(stack, "/v1/recommend", {"session": session[:-1], "k": 10})
         assert status == 200, answer
         assert not answer["degraded"], answer["degradations"]
         assert answer["model_version"] == model.version
-        assert ids(answer) == offline(model, session[:-1])
+        assert ids(answer) == offline(model, session[:-1], catalog)
         assert "ranking;dur=" in headers["server-timing"]
 
 
-def test_grpc_recommendation_equals_rest_and_reports_timings(stack: LocalStack, model):  # type: ignore[no-untyped-def]
+def test_grpc_recommendation_equals_rest_and_reports_timings(stack: LocalStack, model, catalog):  # type: ignore[no-untyped-def]
     session = sample_sessions(1)[0]
     with grpc.insecure_channel(stack.grpc_address) as channel:
         reply, call = pb_grpc.RecommendationServiceStub(channel).Recommend.with_call(
             pb.RecommendRequest(session_item_ids=session, k=10), timeout=5
         )
-    assert [item.item_id for item in reply.items] == offline(model, session)
+    assert [item.item_id for item in reply.items] == offline(model, session, catalog)
     trailing = dict(call.trailing_metadata())
     assert "embeddings;dur=" in trailing["server-timing"]
 
@@ -187,6 +199,7 @@ def test_publish_of_another_model_while_requests_flow_gives_every_answer_whole_f
     stack_models: tuple[Path, str],
     model,  # type: ignore[no-untyped-def]
     reseeded_bundle: Path,
+    catalog: Catalog,
 ):
     """Publishing a genuinely different model mid-load: every answer is exactly the offline pipeline's answer of
     the version it names (so hops 1, 2 and 3 all used that version: vectors, index and ranker of one model), some
@@ -196,7 +209,7 @@ def test_publish_of_another_model_while_requests_flow_gives_every_answer_whole_f
     shutil.copytree(reseeded_bundle, models / new)
     offline_by_version = {old: model, new: load_model(models / new)}
     sessions = sample_sessions(20)  # what recommendations_flowing sends
-    expected = {v: [offline(m, s, k=5) for s in sessions] for v, m in offline_by_version.items()}
+    expected = {v: [offline(m, s, catalog, k=5) for s in sessions] for v, m in offline_by_version.items()}
     disagree = sum(a != b for a, b in zip(expected[old], expected[new], strict=True))
     # Enough answers differ to tell the versions apart (both draw covisit candidates from tables of the same data,
     # so they agree more than two ANN-only models did: 9-12 of 20 seen differ; word2vec's threads vary it).

@@ -1,3 +1,4 @@
+from recmesh.v1 import catalog_pb2 as _catalog_pb2
 from recmesh.v1 import common_pb2 as _common_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
@@ -8,7 +9,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class RecommendOptions(_message.Message):
-    __slots__ = ("skip_ranking", "candidate_count", "exclude_item_ids", "budget_ms", "query_vector", "include_seen", "sources")
+    __slots__ = ("skip_ranking", "candidate_count", "exclude_item_ids", "budget_ms", "query_vector", "include_seen", "sources", "filter", "filter_strict", "boosts", "pins", "diversity", "explain")
     SKIP_RANKING_FIELD_NUMBER: _ClassVar[int]
     CANDIDATE_COUNT_FIELD_NUMBER: _ClassVar[int]
     EXCLUDE_ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
@@ -16,6 +17,12 @@ class RecommendOptions(_message.Message):
     QUERY_VECTOR_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_SEEN_FIELD_NUMBER: _ClassVar[int]
     SOURCES_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    FILTER_STRICT_FIELD_NUMBER: _ClassVar[int]
+    BOOSTS_FIELD_NUMBER: _ClassVar[int]
+    PINS_FIELD_NUMBER: _ClassVar[int]
+    DIVERSITY_FIELD_NUMBER: _ClassVar[int]
+    EXPLAIN_FIELD_NUMBER: _ClassVar[int]
     skip_ranking: bool
     candidate_count: int
     exclude_item_ids: _containers.RepeatedScalarFieldContainer[str]
@@ -23,7 +30,13 @@ class RecommendOptions(_message.Message):
     query_vector: bytes
     include_seen: bool
     sources: str
-    def __init__(self, skip_ranking: _Optional[bool] = ..., candidate_count: _Optional[int] = ..., exclude_item_ids: _Optional[_Iterable[str]] = ..., budget_ms: _Optional[int] = ..., query_vector: _Optional[bytes] = ..., include_seen: _Optional[bool] = ..., sources: _Optional[str] = ...) -> None: ...
+    filter: str
+    filter_strict: bool
+    boosts: _containers.RepeatedCompositeFieldContainer[_catalog_pb2.Boost]
+    pins: _containers.RepeatedCompositeFieldContainer[_catalog_pb2.Pin]
+    diversity: _catalog_pb2.Diversity
+    explain: bool
+    def __init__(self, skip_ranking: _Optional[bool] = ..., candidate_count: _Optional[int] = ..., exclude_item_ids: _Optional[_Iterable[str]] = ..., budget_ms: _Optional[int] = ..., query_vector: _Optional[bytes] = ..., include_seen: _Optional[bool] = ..., sources: _Optional[str] = ..., filter: _Optional[str] = ..., filter_strict: _Optional[bool] = ..., boosts: _Optional[_Iterable[_Union[_catalog_pb2.Boost, _Mapping]]] = ..., pins: _Optional[_Iterable[_Union[_catalog_pb2.Pin, _Mapping]]] = ..., diversity: _Optional[_Union[_catalog_pb2.Diversity, _Mapping]] = ..., explain: _Optional[bool] = ...) -> None: ...
 
 class RecommendRequest(_message.Message):
     __slots__ = ("session_item_ids", "user_id", "k", "options", "model_version")
@@ -40,7 +53,7 @@ class RecommendRequest(_message.Message):
     def __init__(self, session_item_ids: _Optional[_Iterable[str]] = ..., user_id: _Optional[str] = ..., k: _Optional[int] = ..., options: _Optional[_Union[RecommendOptions, _Mapping]] = ..., model_version: _Optional[str] = ...) -> None: ...
 
 class RecommendResponse(_message.Message):
-    __slots__ = ("items", "model_version", "degraded", "degradations", "unknown_item_ids", "session_items_dropped", "timings", "recommendation_id")
+    __slots__ = ("items", "model_version", "degraded", "degradations", "unknown_item_ids", "session_items_dropped", "timings", "recommendation_id", "explanations", "filled_from_popular", "diversity_relaxed")
     ITEMS_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     DEGRADED_FIELD_NUMBER: _ClassVar[int]
@@ -49,6 +62,9 @@ class RecommendResponse(_message.Message):
     SESSION_ITEMS_DROPPED_FIELD_NUMBER: _ClassVar[int]
     TIMINGS_FIELD_NUMBER: _ClassVar[int]
     RECOMMENDATION_ID_FIELD_NUMBER: _ClassVar[int]
+    EXPLANATIONS_FIELD_NUMBER: _ClassVar[int]
+    FILLED_FROM_POPULAR_FIELD_NUMBER: _ClassVar[int]
+    DIVERSITY_RELAXED_FIELD_NUMBER: _ClassVar[int]
     items: _containers.RepeatedCompositeFieldContainer[_common_pb2.ItemScore]
     model_version: str
     degraded: bool
@@ -57,7 +73,10 @@ class RecommendResponse(_message.Message):
     session_items_dropped: int
     timings: _containers.RepeatedCompositeFieldContainer[_common_pb2.StageTiming]
     recommendation_id: str
-    def __init__(self, items: _Optional[_Iterable[_Union[_common_pb2.ItemScore, _Mapping]]] = ..., model_version: _Optional[str] = ..., degraded: _Optional[bool] = ..., degradations: _Optional[_Iterable[_Union[_common_pb2.Degradation, _Mapping]]] = ..., unknown_item_ids: _Optional[_Iterable[str]] = ..., session_items_dropped: _Optional[int] = ..., timings: _Optional[_Iterable[_Union[_common_pb2.StageTiming, _Mapping]]] = ..., recommendation_id: _Optional[str] = ...) -> None: ...
+    explanations: _containers.RepeatedCompositeFieldContainer[_catalog_pb2.ItemExplanation]
+    filled_from_popular: int
+    diversity_relaxed: bool
+    def __init__(self, items: _Optional[_Iterable[_Union[_common_pb2.ItemScore, _Mapping]]] = ..., model_version: _Optional[str] = ..., degraded: _Optional[bool] = ..., degradations: _Optional[_Iterable[_Union[_common_pb2.Degradation, _Mapping]]] = ..., unknown_item_ids: _Optional[_Iterable[str]] = ..., session_items_dropped: _Optional[int] = ..., timings: _Optional[_Iterable[_Union[_common_pb2.StageTiming, _Mapping]]] = ..., recommendation_id: _Optional[str] = ..., explanations: _Optional[_Iterable[_Union[_catalog_pb2.ItemExplanation, _Mapping]]] = ..., filled_from_popular: _Optional[int] = ..., diversity_relaxed: _Optional[bool] = ...) -> None: ...
 
 class GetItemEmbeddingsRequest(_message.Message):
     __slots__ = ("item_ids", "model_version")

@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from recmesh.v1 import catalog_pb2 as recmesh_dot_v1_dot_catalog__pb2
 from recmesh.v1 import recommendation_service_pb2 as recmesh_dot_v1_dot_recommendation__service__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -79,6 +80,21 @@ class RecommendationServiceStub:
                 request_serializer=recmesh_dot_v1_dot_recommendation__service__pb2.RecordEventRequest.SerializeToString,
                 response_deserializer=recmesh_dot_v1_dot_recommendation__service__pb2.RecordEventsResponse.FromString,
                 _registered_method=True)
+        self.UpsertItems = channel.unary_unary(
+                '/recmesh.v1.RecommendationService/UpsertItems',
+                request_serializer=recmesh_dot_v1_dot_catalog__pb2.UpsertItemsRequest.SerializeToString,
+                response_deserializer=recmesh_dot_v1_dot_catalog__pb2.UpsertItemsResponse.FromString,
+                _registered_method=True)
+        self.GetItem = channel.unary_unary(
+                '/recmesh.v1.RecommendationService/GetItem',
+                request_serializer=recmesh_dot_v1_dot_catalog__pb2.GetItemRequest.SerializeToString,
+                response_deserializer=recmesh_dot_v1_dot_catalog__pb2.GetItemResponse.FromString,
+                _registered_method=True)
+        self.DeleteItems = channel.unary_unary(
+                '/recmesh.v1.RecommendationService/DeleteItems',
+                request_serializer=recmesh_dot_v1_dot_catalog__pb2.DeleteItemsRequest.SerializeToString,
+                response_deserializer=recmesh_dot_v1_dot_catalog__pb2.DeleteItemsResponse.FromString,
+                _registered_method=True)
 
 
 class RecommendationServiceServicer:
@@ -148,6 +164,30 @@ class RecommendationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpsertItems(self, request, context):
+        """Creates or changes items of the live catalogue (at most 1000 per call).
+        Every replica's next recommendation sees the change. A value of the wrong
+        type for an attribute is INVALID_ARGUMENT and nothing is written.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetItem(self, request, context):
+        """One item of the live catalogue; NOT_FOUND when it has no entry.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteItems(self, request, context):
+        """Removes items from the live catalogue (their attributes; the model still
+        knows them).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RecommendationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -185,6 +225,21 @@ def add_RecommendationServiceServicer_to_server(servicer, server):
                     servicer.RecordEvents,
                     request_deserializer=recmesh_dot_v1_dot_recommendation__service__pb2.RecordEventRequest.FromString,
                     response_serializer=recmesh_dot_v1_dot_recommendation__service__pb2.RecordEventsResponse.SerializeToString,
+            ),
+            'UpsertItems': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpsertItems,
+                    request_deserializer=recmesh_dot_v1_dot_catalog__pb2.UpsertItemsRequest.FromString,
+                    response_serializer=recmesh_dot_v1_dot_catalog__pb2.UpsertItemsResponse.SerializeToString,
+            ),
+            'GetItem': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetItem,
+                    request_deserializer=recmesh_dot_v1_dot_catalog__pb2.GetItemRequest.FromString,
+                    response_serializer=recmesh_dot_v1_dot_catalog__pb2.GetItemResponse.SerializeToString,
+            ),
+            'DeleteItems': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteItems,
+                    request_deserializer=recmesh_dot_v1_dot_catalog__pb2.DeleteItemsRequest.FromString,
+                    response_serializer=recmesh_dot_v1_dot_catalog__pb2.DeleteItemsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -386,6 +441,87 @@ class RecommendationService:
             '/recmesh.v1.RecommendationService/RecordEvents',
             recmesh_dot_v1_dot_recommendation__service__pb2.RecordEventRequest.SerializeToString,
             recmesh_dot_v1_dot_recommendation__service__pb2.RecordEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpsertItems(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/recmesh.v1.RecommendationService/UpsertItems',
+            recmesh_dot_v1_dot_catalog__pb2.UpsertItemsRequest.SerializeToString,
+            recmesh_dot_v1_dot_catalog__pb2.UpsertItemsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetItem(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/recmesh.v1.RecommendationService/GetItem',
+            recmesh_dot_v1_dot_catalog__pb2.GetItemRequest.SerializeToString,
+            recmesh_dot_v1_dot_catalog__pb2.GetItemResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteItems(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/recmesh.v1.RecommendationService/DeleteItems',
+            recmesh_dot_v1_dot_catalog__pb2.DeleteItemsRequest.SerializeToString,
+            recmesh_dot_v1_dot_catalog__pb2.DeleteItemsResponse.FromString,
             options,
             channel_credentials,
             insecure,
