@@ -77,8 +77,9 @@ def expected_connections(objects: tuple[dict[str, Any], ...]) -> set[tuple[str, 
         expected.add(("gateway", process, named_ports(process)["grpc"]))
         expected.add((PROMETHEUS, process, named_ports(process)["metrics"]))
     if "redis" in found:
-        # The gateway too: it reads/writes visitors' events and the version pointer (see overlays/dev).
-        for source in ("embedding-store", "gateway", "train-publish"):
+        # The gateway too: it reads/writes visitors' events, the live catalogue and the version pointer; candidate
+        # generation follows the live catalogue (see overlays/dev).
+        for source in ("embedding-store", "candidate-generation", "gateway", "train-publish"):
             expected.add((source, "redis", 6379))
     if "redis-cache" in found:  # the vector cache: the embedding store and publish only
         for source in ("embedding-store", "train-publish"):

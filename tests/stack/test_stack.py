@@ -47,13 +47,16 @@ def stack_models(bundle_path: Path, tmp_path_factory: pytest.TempPathFactory) ->
 
 @pytest.fixture(scope="module")
 def stack(stack_models: tuple[Path, str]):  # type: ignore[no-untyped-def]
-    with LocalStack(stack_models[0], replicas={"ranking": 2}) as running:
+    with LocalStack(stack_models[0], replicas={"ranking": 2, "candidate_generation": 2}) as running:
         yield running
 
 
-def post(stack: LocalStack, path: str, body: dict) -> tuple[int, dict, dict[str, str]]:
+def post(stack: LocalStack, path: str, body: dict, method: str = "POST") -> tuple[int, dict, dict[str, str]]:
     request = urllib.request.Request(
-        stack.http_url + path, data=json.dumps(body).encode(), headers={"content-type": "application/json"}
+        stack.http_url + path,
+        data=json.dumps(body).encode(),
+        headers={"content-type": "application/json"},
+        method=method,
     )
     try:
         with urllib.request.urlopen(request, timeout=5) as reply:
@@ -142,6 +145,30 @@ def test_grpc_recommendation_equals_rest_and_reports_timings(stack: LocalStack, 
     assert [item.item_id for item in reply.items] == offline(model, session, catalog)
     trailing = dict(call.trailing_metadata())
     assert "embeddings;dur=" in trailing["server-timing"]
+
+
+def test_an_unavailable_item_leaves_the_next_answer_of_every_replica(stack: LocalStack, model, catalog):  # type: ignore[no-untyped-def]
+    """Two candidate-generation processes (round robin): marked unavailable, an item is gone from the very next
+    answer whichever replica serves it, REST and gRPC; available again, it is back."""
+    session = sample_sessions(1)[0]
+    status, answer, _ = post(stack, "/v1/recommend", {"session": session, "k": 10})
+    assert status == 200 and not answer["degraded"], answer
+    hidden = ids(answer)[0]
+    status, _, _ = post(stack, f"/v1/items/{hidden}", {"attributes": {"available": False}}, method="PATCH")
+    assert status == 200
+    try:
+        for _ in range(6):  # both replicas answer several times each
+            status, answer, _ = post(stack, "/v1/recommend", {"session": session, "k": 10})
+            assert status == 200 and hidden not in ids(answer) and len(ids(answer)) == 10, answer
+        with grpc.insecure_channel(stack.grpc_address) as channel:
+            stub = pb_grpc.RecommendationServiceStub(channel)
+            for _ in range(4):
+                reply = stub.Recommend(pb.RecommendRequest(session_item_ids=session, k=10), timeout=5)
+                assert hidden not in [item.item_id for item in reply.items]
+    finally:
+        post(stack, f"/v1/items/{hidden}", {"attributes": {"available": True}}, method="PATCH")
+    status, answer, _ = post(stack, "/v1/recommend", {"session": session, "k": 10})
+    assert ids(answer) == offline(model, session, catalog)
 
 
 def _cpu_ticks(pid: int) -> int:
