@@ -16,6 +16,7 @@ bench.report), RECMESH_BENCH_SEED, RECMESH_API_KEY (sent with every request, RES
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import resource
@@ -30,6 +31,7 @@ grpc_gevent.init_gevent()  # before any channel: gRPC's I/O on gevent's loop, so
 
 import gevent  # noqa: E402
 import numpy as np  # noqa: E402
+from google.protobuf import json_format  # noqa: E402
 from locust import FastHttpUser, User, events, task  # noqa: E402
 
 from bench.report import STAGES, Records  # noqa: E402
@@ -43,6 +45,8 @@ DEFAULT_SESSIONS = Path(__file__).resolve().parents[2] / "shared" / "data" / "be
 SESSIONS = Path(os.environ.get("RECMESH_BENCH_SESSIONS", str(DEFAULT_SESSIONS)))
 RATE = float(os.environ.get("RECMESH_BENCH_RATE", "0"))
 RECORD = os.environ.get("RECMESH_BENCH_RECORD", "")
+# Options every recommendation carries (bench.serve --catalog-compare: a filter and a diversity cap), as JSON
+OPTIONS: dict[str, Any] = json.loads(os.environ.get("RECMESH_BENCH_OPTIONS") or "{}")
 MAX_SESSION_ITEMS = 20  # a request carries at most the last 20 items of the sampled prefix
 VISITORS = 1000  # visitors whose events are recorded and read back
 RANK_CANDIDATES = 50
@@ -220,6 +224,10 @@ def _on_request(
     RECORDER.add(name, end - response_time / 1000, context["intended"], response_time, status, error, timing)
 
 
+def _options() -> dict[str, Any]:
+    return {"options": OPTIONS} if OPTIONS else {}
+
+
 # ------------------------------------------------------------------------------------------------ REST
 class RestUser(OpenLoop, FastHttpUser):
     """The REST/JSON API. Weights: 70 session recommendations, 10 visitor recommendations, 10 events,
@@ -233,11 +241,11 @@ class RestUser(OpenLoop, FastHttpUser):
 
     @task(70)
     def recommend(self) -> None:
-        self._post("/v1/recommend", "recommend", {"session": Workload.session(), "k": K})
+        self._post("/v1/recommend", "recommend", {"session": Workload.session(), "k": K, **_options()})
 
     @task(10)
     def recommend_user(self) -> None:
-        body = {"user_id": Workload.visitor(), "session": Workload.session()[-2:], "k": K}
+        body = {"user_id": Workload.visitor(), "session": Workload.session()[-2:], "k": K, **_options()}
         self._post("/v1/recommend", "recommend_user", body)
 
     @task(10)
@@ -257,6 +265,7 @@ class RestUser(OpenLoop, FastHttpUser):
 
 # ------------------------------------------------------------------------------------------------ gRPC
 _channel: grpc.Channel | None = None
+GRPC_OPTIONS = json_format.ParseDict(OPTIONS, pb.RecommendOptions())
 
 
 def _stub(host: str) -> pb_grpc.RecommendationServiceStub:
@@ -308,11 +317,14 @@ class GrpcUser(OpenLoop, User):
 
     @task(70)
     def recommend(self) -> None:
-        self._call("recommend", self.stub.Recommend, pb.RecommendRequest(session_item_ids=Workload.session(), k=K))
+        request = pb.RecommendRequest(session_item_ids=Workload.session(), k=K, options=GRPC_OPTIONS)
+        self._call("recommend", self.stub.Recommend, request)
 
     @task(10)
     def recommend_user(self) -> None:
-        request = pb.RecommendRequest(user_id=Workload.visitor(), session_item_ids=Workload.session()[-2:], k=K)
+        request = pb.RecommendRequest(
+            user_id=Workload.visitor(), session_item_ids=Workload.session()[-2:], k=K, options=GRPC_OPTIONS
+        )
         self._call("recommend_user", self.stub.Recommend, request)
 
     @task(10)

@@ -274,6 +274,7 @@ def run_locust(
     users: int | None = None,
     pids: dict[str, int] | None = None,
     api_key: str | None = None,
+    options: dict[str, Any] | None = None,
 ) -> tuple[int, float]:
     """Run locust headless at `rate` for `duration` s; returns (users, the process' CPU seconds, all of it).
     Its pid is added to `pids` (as "locust") while it runs. Every request carries ``api_key`` when given."""
@@ -311,6 +312,7 @@ def run_locust(
         "RECMESH_BENCH_RECORD": str(record),
         "PYTHONPATH": str(ROOT),
         "RECMESH_API_KEY": api_key or "",
+        "RECMESH_BENCH_OPTIONS": json.dumps(options or {}),
     }
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     if pids is not None:
@@ -364,14 +366,16 @@ def run_step(
     run_dir: Path,
     csv_dir: Path | None,
     profile: Path | None = None,
+    options: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], dict[str, list[float]]]:
     pids = {p.name: p.popen.pid for p in stack.processes}
     if stack.redis is not None:
         pids["redis"] = stack.redis.pid
     host = stack.http_url if protocol == "rest" else stack.grpc_address
-    record = run_dir / f"step-{rate:g}.npz"
+    tag = f"{rate:g}" + ("-options" if options else "")
+    record = run_dir / f"step-{tag}.npz"
     record.unlink(missing_ok=True)
-    csv_prefix = csv_dir / f"{protocol}-{rate:g}" if csv_dir else None
+    csv_prefix = csv_dir / f"{protocol}-{tag}" if csv_dir else None
     degraded_before = degraded_counts(stack.http_url)
     before = {name: cpu_of(pid) for name, pid in pids.items()}
     busy0, total0 = machine_busy()
@@ -380,7 +384,16 @@ def run_step(
     sampler = Sampler(dict(pids))
     sampler.start()
     users, locust_cpu_all = run_locust(
-        protocol, host, rate, duration, sessions, record, csv_prefix, pids=sampler.pids, api_key=stack.api_key
+        protocol,
+        host,
+        rate,
+        duration,
+        sessions,
+        record,
+        csv_prefix,
+        pids=sampler.pids,
+        api_key=stack.api_key,
+        options=options,
     )
     sampler.stop()
     wall = time.monotonic() - wall0
@@ -505,8 +518,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             step, s = run_step(stack, args.protocol, rate, args.duration, sessions, run_dir, csv_dir, profile)
             steps.append(step)
             series.append(s)
+        if args.catalog_compare:
+            catalog_step = compare_catalog_options(args, stack, bundle_path, sessions, run_dir, csv_dir)
 
     main_step = next(s for s in steps if s["offered_rps"] == args.rate)
+    catalog_cost = None
+    if args.catalog_compare:
+        catalog_cost = catalog_cost_of(main_step, catalog_step)
     total_server_cpu = sum(v for k, v in main_step["cpu_seconds_per_request"].items() if k != "locust")
     report = {
         **{k: v for k, v in main_step.items()},
@@ -535,6 +553,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "models_dir": shown(models_dir),
         },
         "hardware": hardware(),
+        "catalog_compare": catalog_cost,
         "locust_csv": str(csv_dir),
         "raw_records": shown(run_dir),
         "steps": steps,
@@ -550,6 +569,48 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     )
     print(f"wrote {out}, {png}, {csv_dir}/", file=sys.stderr)
     return report
+
+
+def compare_catalog_options(
+    args: argparse.Namespace, stack: Any, bundle_path: Path, sessions: Path, run_dir: Path, csv_dir: Path
+) -> dict[str, Any]:
+    """The main step again with a typical filter and a diversity cap on every recommendation (same stack, same
+    rate, right after the plain one), and whether those answers still fill k."""
+    from bench.catalog_options import fills_k, typical_options
+
+    options, passing = typical_options(bundle_path)
+    print(f"catalogue step: {options} (passes {passing:.1%} of items)", file=sys.stderr)
+    step, _ = run_step(stack, args.protocol, args.rate, args.duration, sessions, run_dir, csv_dir, options=options)
+    step["catalog_options"] = options
+    step["filter_pass_fraction"] = round(passing, 4)
+    step["fill"] = fills_k(stack.http_url, stack.auth_headers, sessions, options, k=10)
+    return step
+
+
+def catalog_cost_of(plain: dict[str, Any], filtered: dict[str, Any]) -> dict[str, Any]:
+    """CPU per request of our processes (load generator excluded) with the options ÷ without, same run."""
+
+    def ours(step: dict[str, Any]) -> float:
+        return sum(v for k, v in step["cpu_seconds_per_request"].items() if k != "locust")
+
+    return {
+        "options": filtered["catalog_options"],
+        "filter_pass_fraction": filtered["filter_pass_fraction"],
+        "plain_cpu_us_per_request": round(ours(plain) * 1e6, 1),
+        "options_cpu_us_per_request": round(ours(filtered) * 1e6, 1),
+        "cpu_ratio": round(ours(filtered) / ours(plain), 3),
+        "per_process_us": {
+            name: [round(plain["cpu_seconds_per_request"][name] * 1e6, 1), round(v * 1e6, 1)]
+            for name, v in filtered["cpu_seconds_per_request"].items()
+        },
+        "p50_ms": [round(percentile_ms(plain, 50), 2), round(percentile_ms(filtered, 50), 2)],
+        "p99_ms": [round(percentile_ms(plain, 99), 2), round(percentile_ms(filtered, 99), 2)],
+        "rps": [round(plain["rps"], 1), round(filtered["rps"], 1)],
+        "errors": [sum(plain["errorDistribution"].values()), sum(filtered["errorDistribution"].values())],
+        "degraded": [sum(plain["degraded"].values()), sum(filtered["degraded"].values())],
+        "fill": filtered["fill"],
+        "step": {k: v for k, v in filtered.items() if k not in ("machine_series",)},
+    }
 
 
 def parse_steps(value: str) -> list[float]:
@@ -583,6 +644,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--cache", default=str(ROOT / "runs" / "bench"), help="bench bundles and raw records")
     ap.add_argument("--epochs", type=int, default=5, help="word2vec epochs of the bench bundle")
     ap.add_argument("--floor-requests", type=int, default=2000, help="requests timed for the in-process floor")
+    ap.add_argument(
+        "--catalog-compare",
+        action="store_true",
+        help="run the --rate step again with a filter passing ~20%% of items and a diversity cap; report the CPU ratio",
+    )
     ap.add_argument("--profile", default=None, help="py-spy every process during the --rate step into this dir")
     return ap
 
