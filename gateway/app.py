@@ -89,6 +89,9 @@ def _core(request: Request) -> GatewayCore:
 
 
 # ------------------------------------------------------------------------------------------------ app factory
+CATALOG_FIRST_READ_S = 5.0
+
+
 def create_app(settings: Settings, clients: Clients | None = None, versions: ModelVersions | None = None) -> FastAPI:
     """The REST app. With ``clients`` given the core exists at once (the caller owns and closes the clients);
     without, the lifespan opens channels and Redis from ``settings`` and closes them on shutdown."""
@@ -107,6 +110,8 @@ def create_app(settings: Settings, clients: Clients | None = None, versions: Mod
             await versions.get().items()  # warm: the first popular answer / event pays no load
         except Exception as e:  # no bundle yet: /readyz and requests will say so
             log.warning("no model bundle to preload: %s", e)
+        # the whole live catalogue before the first request (a request waits only REDIS_TIMEOUT_MS for it)
+        await app.state.core.clients.catalog.refresh(timeout_s=CATALOG_FIRST_READ_S)
         try:
             yield
         finally:

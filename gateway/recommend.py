@@ -231,9 +231,13 @@ class Recommender:
             return compile_rules(live.catalog, options)
         with plan.budget.stage("catalog"):
             catalog = await live.refresh(timeout_s=min(live.timeout_s, plan.budget.remaining_s()))
-        if live.stale:
-            plan.degrade("catalog", "catalog stale", f"{live.stale}; the catalogue as last read was used")
-        return compile_rules(catalog, options)
+        if not live.stale:
+            return compile_rules(catalog, options)
+        plan.degrade("catalog", "catalog stale", f"{live.stale}; the catalogue as last read was used")
+        try:
+            return compile_rules(catalog, options)
+        except InvalidArgument as e:  # perhaps the caller's attribute is in what we could not read yet
+            raise Unavailable(f"the live catalogue could not be read ({live.stale}): {e}", retry_after_s=1.0) from e
 
     def _reorder(
         self, rules: Rules, item_ids: list[str], scores: list[float], exclude: set[str], k: int

@@ -126,6 +126,18 @@ def offline(model, session: list[str], catalog: Catalog, k: int = 10) -> list[st
     return [model.item_ids[i] for i in rows]
 
 
+def test_a_filter_works_from_the_first_request(stack: LocalStack, catalog: Catalog):
+    """The gateway and candidate generation read the whole live catalogue (publish seeded it) before serving: the
+    stack's first filtered request is answered, with only items that pass."""
+    session = sample_sessions(1)[0]
+    category = catalog.get(session[-1])["category"]  # type: ignore[index]
+    body = {"session": session, "k": 10, "options": {"filter": f"category == {json.dumps(category)}"}}
+    status, answer, _ = post(stack, "/v1/recommend", body)
+    assert status == 200 and not answer["degraded"], answer
+    assert len(ids(answer)) == 10
+    assert {catalog.get(item)["category"] for item in ids(answer)} == {category}  # type: ignore[index]
+
+
 def test_rest_recommendation_equals_the_offline_pipeline(stack: LocalStack, model, catalog):  # type: ignore[no-untyped-def]
     for session in sample_sessions(8):
         status, answer, headers = post(stack, "/v1/recommend", {"session": session[:-1], "k": 10})
