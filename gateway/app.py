@@ -89,7 +89,7 @@ def _core(request: Request) -> GatewayCore:
 
 
 # ------------------------------------------------------------------------------------------------ app factory
-CATALOG_FIRST_READ_S = 5.0
+CATALOG_FIRST_READ_S = 15.0  # at start: wait this long for the whole live catalogue
 
 
 def create_app(settings: Settings, clients: Clients | None = None, versions: ModelVersions | None = None) -> FastAPI:

@@ -22,6 +22,12 @@
                                              [item_id, [attr, JSON text, ...]] (the item's WHOLE attributes after
                                              the write) or [item_id, null] (deleted); trimmed to about
                                              CATALOG_LOG_MAXLEN entries
+    recmesh:experiments                      JSON text: the A/B experiments document (version counter, every
+                                             experiment, at most one running; recmesh.experiments.config);
+                                             no TTL (state), written by `recmesh experiments start|stop`
+    recmesh:experiments:{name}:counts        hash per experiment: ``{variant}:impressions`` and
+                                             ``{variant}:{event type}`` -> count (HINCRBY); no TTL, kept after
+                                             the experiment stops so it can still be reported
 
 Writers: `recmesh publish` (vectors, meta, pointer; seeds the catalogue), the gateway (events, rate counters,
 catalogue writes), `recmesh catalog load` (catalogue), the embedding store (vector write-backs). Readers: the
@@ -107,3 +113,11 @@ def decode_events(raw: list[bytes]) -> list[dict[str, Any]]:
             events.append(value)
     events.sort(key=lambda e: e["timestamp_ms"])  # stable: equal timestamps keep arrival order
     return events
+
+
+EXPERIMENTS_KEY = "recmesh:experiments"  # the experiments document, JSON (recmesh.experiments.config)
+
+
+def experiment_counts_key(name: str) -> str:
+    """The hash of an experiment's counts: field ``{variant}:impressions`` or ``{variant}:{event type}``."""
+    return f"recmesh:experiments:{name}:counts"

@@ -216,12 +216,30 @@ def decode_attrs(item_id: str, raw: Mapping[Any, Any] | Sequence[Any]) -> dict[s
     attrs: dict[str, Value] = {}
     for name, text in pairs:
         try:
-            value = json.loads(text)
-            type_of(value)
+            value = _plain(text)
+            if value is None:
+                value = json.loads(text)
+                type_of(value)
         except (ValueError, CatalogError) as e:  # JSONDecodeError is a ValueError
             raise CatalogError(f"item {item_id!r}, attribute {as_text(name)!r}: bad stored value {text!r} ({e})") from e
         attrs[as_text(name)] = value
     return attrs
+
+
+def _plain(raw: bytes | str) -> Value | None:
+    """The common stored values without the JSON parser (a snapshot decodes hundreds of thousands): a string
+    without escapes, true, false, a plain number; None for anything else (json.loads decides)."""
+    text = raw.decode() if isinstance(raw, bytes) else raw
+    if len(text) >= 2 and text[0] == '"' and text[-1] == '"' and "\\" not in text and '"' not in text[1:-1]:
+        return text[1:-1]
+    if text == "true":
+        return True
+    if text == "false":
+        return False
+    if text and (text[0].isdigit() or text[0] == "-") and text.lstrip("-").replace(".", "", 1).isdigit():
+        number = float(text)
+        return int(number) if "." not in text and abs(number) < 2**53 else number
+    return None
 
 
 def entry_seq(entry_id: bytes | str) -> int:
@@ -281,12 +299,30 @@ def build_snapshot(seq: int, docs: Mapping[str, Mapping[Any, Any]], entries: Seq
     """A Catalog of the items read by a scan that started at log position ``seq``, caught up with the log
     entries after it (LogGap if the log no longer starts there). Items sorted by id: the same state always gets
     the same rows."""
-    catalog = Catalog()
+    item_ids: list[str] = []
+    columns: dict[str, tuple[list[int], list[Value]]] = {}
     for item_id in sorted(docs):
         try:
-            catalog.upsert(item_id, decode_attrs(item_id, docs[item_id]))
+            attrs = decode_attrs(item_id, docs[item_id])
         except CatalogError as e:
             logger.warning("live catalogue: %s; item skipped", e)
+            continue
+        row = len(item_ids)
+        item_ids.append(item_id)
+        for name, value in attrs.items():
+            rows, values = columns.setdefault(name, ([], []))
+            rows.append(row)
+            values.append(float(value) if type(value) is int else value)  # numbers are float64 columns
+    try:
+        catalog = Catalog.of_columns(item_ids, columns)
+    except CatalogError as e:  # values of two types under one name (written around the script): item by item
+        logger.warning("live catalogue: %s; reading it item by item, skipping what does not fit", e)
+        catalog = Catalog()
+        for item_id in item_ids:
+            try:
+                catalog.upsert(item_id, decode_attrs(item_id, docs[item_id]))
+            except CatalogError as item_error:
+                logger.warning("live catalogue: %s; item skipped", item_error)
     catalog.seq = seq
     apply_entries(catalog, entries)
     return catalog

@@ -124,6 +124,35 @@ class Catalog:
             catalog.upsert(item_id, attrs)
         return catalog
 
+    @classmethod
+    def of_columns(cls, item_ids: Sequence[str], columns: Mapping[str, tuple[list[int], list[Value]]]) -> Catalog:
+        """A whole catalogue at once (a snapshot of 100k items in a fraction of what 100k upserts take): row i is
+        ``item_ids[i]``; ``columns[name] = (rows, values)``. Every value of a column must have the column's type
+        (the first value's): CatalogError naming the attribute otherwise."""
+        if len(columns) > MAX_ATTRIBUTES:
+            raise CatalogError(f"the catalogue holds at most {MAX_ATTRIBUTES} attributes, got {len(columns)}")
+        catalog = cls()
+        catalog.ids = list(item_ids)
+        catalog.row_of = {item_id: row for row, item_id in enumerate(catalog.ids)}
+        catalog.capacity = max(1024, len(catalog.ids))
+        for name, (rows, values) in columns.items():
+            check_name(name)
+            if not values:
+                continue
+            kind = type_of(values[0])
+            if any(type_of(v) != kind for v in values):
+                raise CatalogError(f"attribute {name!r}: values of more than one type")
+            column = Column.empty(kind, catalog.capacity)
+            at = np.asarray(rows, dtype=np.int64)
+            if kind == "string":
+                column.values[at] = [column.code(v) for v in values]  # type: ignore[arg-type]
+            else:
+                column.values[at] = values
+            column.present[at] = True
+            catalog.columns[name] = column
+        catalog.changes = 1
+        return catalog
+
     def __len__(self) -> int:
         return len(self.ids)
 

@@ -16,7 +16,7 @@ from services.candidate_generation.settings import Settings
 from serving.catalog_live import LiveCatalog
 from serving.stage_service import Started, start_model_service
 
-FIRST_READ_TIMEOUT_S = 5.0  # at start: wait this long for the whole catalogue before serving without it
+FIRST_READ_TIMEOUT_S = 15.0  # at start: wait this long for the whole catalogue before serving without it
 
 
 async def create_server(settings: Settings, address: str | None = None) -> Started[CandidateGenerator]:

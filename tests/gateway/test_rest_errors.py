@@ -30,6 +30,8 @@ BAD_RECOMMENDS = [
     ("filter with a syntax error", {"options": {"filter": "price <"}}, "column 8"),
     ("filter on an unknown attribute", {"options": {"filter": "colour == 'red'"}}, "unknown attribute"),
     ("filter comparing a number to text", {"options": {"filter": "price == 'cheap'"}}, "price"),
+    ("filter too long", {"options": {"filter": "a == 1 or " * 100 + "a == 1"}}, "1000"),
+    ("filter nested too deep", {"options": {"filter": "(" * 40 + "available" + ")" * 40}}, "deep"),
     ("pin beyond k", {"k": 3, "options": {"pins": [{"item_id": "a", "position": 4}]}}, "pins"),
     (
         "the same position pinned twice",

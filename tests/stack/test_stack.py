@@ -27,6 +27,7 @@ from recmesh.pipeline import load_model
 from recmesh.publish import publish
 from recmesh.v1 import candidate_generation_service_pb2 as candidates_pb
 from recmesh.v1 import candidate_generation_service_pb2_grpc as candidates_grpc
+from recmesh.v1 import catalog_pb2 as catalog_pb
 from recmesh.v1 import ranking_service_pb2 as ranking_pb
 from recmesh.v1 import ranking_service_pb2_grpc as ranking_grpc
 from recmesh.v1 import recommendation_service_pb2 as pb
@@ -181,6 +182,40 @@ def test_an_unavailable_item_leaves_the_next_answer_of_every_replica(stack: Loca
         post(stack, f"/v1/items/{hidden}", {"attributes": {"available": True}}, method="PATCH")
     status, answer, _ = post(stack, "/v1/recommend", {"session": session, "k": 10})
     assert ids(answer) == offline(model, session, catalog)
+
+
+def test_rules_and_explanations_through_the_whole_stack_in_both_protocols(stack: LocalStack, catalog: Catalog):
+    """A boost, a diversity cap, a pin and explanations in one request, REST and gRPC alike, real processes."""
+    session = sample_sessions(2)[1]
+    options = {
+        "boosts": [{"filter": "price < 20", "multiply": 1.5, "name": "cheap"}],
+        "diversity": {"attribute": "brand", "max_per_value": 1},
+        "pins": [{"item_id": "i7", "position": 3}],
+        "explain": True,
+    }
+    status, answer, _ = post(stack, "/v1/recommend", {"session": session, "k": 10, "options": options})
+    assert status == 200 and not answer["degraded"], answer
+    got = ids(answer)
+    assert len(got) == 10 and got[2] == "i7"
+    brands = [catalog.get(item)["brand"] for item in got if item != "i7"]  # type: ignore[index]
+    assert len(brands) == len(set(brands))  # one per brand (the pin may repeat one)
+    for e in answer["explanations"]:
+        assert e["intercept"] + sum(c["value"] for c in e["contributions"]) + e["other"] == pytest.approx(e["logit"])
+    assert "pin" in answer["explanations"][2]["rules"]
+    request = pb.RecommendRequest(
+        session_item_ids=session,
+        k=10,
+        options=pb.RecommendOptions(
+            boosts=[catalog_pb.Boost(filter="price < 20", multiply=1.5, name="cheap")],
+            diversity=catalog_pb.Diversity(attribute="brand", max_per_value=1),
+            pins=[catalog_pb.Pin(item_id="i7", position=3)],
+            explain=True,
+        ),
+    )
+    with grpc.insecure_channel(stack.grpc_address) as channel:
+        reply = pb_grpc.RecommendationServiceStub(channel).Recommend(request, timeout=5)
+    assert [item.item_id for item in reply.items] == got
+    assert [list(e.rules) for e in reply.explanations] == [e["rules"] for e in answer["explanations"]]
 
 
 def _cpu_ticks(pid: int) -> int:
