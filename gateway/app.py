@@ -110,14 +110,19 @@ def create_app(settings: Settings, clients: Clients | None = None, versions: Mod
             await versions.get().items()  # warm: the first popular answer / event pays no load
         except Exception as e:  # no bundle yet: /readyz and requests will say so
             log.warning("no model bundle to preload: %s", e)
+        clients = app.state.core.clients
         # the whole live catalogue before the first request (a request waits only REDIS_TIMEOUT_MS for it)
-        await app.state.core.clients.catalog.refresh(timeout_s=CATALOG_FIRST_READ_S)
+        await clients.catalog.refresh(timeout_s=CATALOG_FIRST_READ_S)
+        await clients.experiments.load_now()  # the running experiment, if any, from the first request on
+        background = [follow, asyncio.create_task(clients.experiments.run())]
+        background.append(asyncio.create_task(clients.experiment_counts.run()))
         try:
             yield
         finally:
-            follow.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await follow
+            for task in background:  # the counts' last flush happens on cancel
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             if opened is not None:
                 await opened.close()
                 app.state.core = None
@@ -220,7 +225,15 @@ async def recommend_answer(core: GatewayCore, body: schemas.RecommendIn) -> Json
         explain=o.explain,
     )
     rec = await core.recommender.recommend(
-        RecommendRequest(body.session, body.user_id or "", body.k, options, body.model_version)
+        RecommendRequest(
+            body.session,
+            body.user_id or "",
+            body.k,
+            options,
+            body.model_version,
+            body.session_id or "",
+            body.forced_variant or "",
+        )
     )
     return _timed(
         {
@@ -234,6 +247,8 @@ async def recommend_answer(core: GatewayCore, body: schemas.RecommendIn) -> Json
             "recommendation_id": rec.recommendation_id,
             "filled_from_popular": rec.filled_from_popular,
             "diversity_relaxed": rec.diversity_relaxed,
+            "experiment": rec.experiment,
+            "variant": rec.variant,
             **({"explanations": [_explanation(e) for e in rec.explanations]} if rec.explanations is not None else {}),
         },
         rec.timings,

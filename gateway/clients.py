@@ -16,7 +16,7 @@ deadline and outcome, and gets exactly the answer its single call would get. Off
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,8 +26,11 @@ import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway.event_store import EventStore
+from gateway.experiment_counts import ExperimentCounts, attribution_within
+from gateway.experiments import Experiments
 from gateway.settings import Settings
 from gateway.stage_client import StageClient, UpstreamError
+from recmesh import bundle
 from recmesh.v1 import (
     candidate_generation_service_pb2,
     candidate_generation_service_pb2_grpc,
@@ -271,6 +274,7 @@ class Clients:
         batching: bool = True,
         batches_in_flight: dict[str, int] | None = None,
         catalog: LiveCatalog | None = None,
+        available_versions: Callable[[], set[str]] | None = None,
     ) -> None:
         """`batches_in_flight`: per stage, how many batch calls may be in flight at once (default 1; one per
         replica keeps every replica busy)."""
@@ -289,6 +293,11 @@ class Clients:
         self.events = events
         # the live item catalogue, in the same store as the events (default: the event store's clients)
         self.catalog = catalog or LiveCatalog(events.redis, writer=events.writer)
+        # A/B experiments: the running one's config (followed from the store), impressions, and the attribution
+        # of events to variants (only to experiments and variants the config names)
+        self.experiments = Experiments.from_redis(events.redis, available_versions)
+        self.experiment_counts = ExperimentCounts(events.writer)
+        events.attribute = attribution_within(lambda: self.experiments.config)
 
     @classmethod
     def open(cls, settings: Settings) -> Clients:
@@ -315,6 +324,7 @@ class Clients:
             ),
             batching=settings.stage_batching,
             catalog=LiveCatalog.from_url(settings.redis_url, timeout_ms=settings.redis_timeout_ms),
+            available_versions=lambda: set(bundle.list_versions(settings.models_dir)),
             batches_in_flight={
                 stage: settings.batches_in_flight or batches_in_flight(addr) for stage, addr in addresses.items()
             },

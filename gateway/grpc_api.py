@@ -112,7 +112,15 @@ def _recommend_request(request: pb.RecommendRequest) -> RecommendRequest:
         explain=o.explain,
     )
     k = request.k or limits.DEFAULT_K
-    return RecommendRequest(list(request.session_item_ids), request.user_id, k, options, request.model_version)
+    return RecommendRequest(
+        list(request.session_item_ids),
+        request.user_id,
+        k,
+        options,
+        request.model_version,
+        request.session_id,
+        request.forced_variant,
+    )
 
 
 class _Timed(Protocol):
@@ -166,6 +174,8 @@ class RecommendationServicer(recommendation_service_pb2_grpc.RecommendationServi
             explanations=[_explanation(e) for e in rec.explanations or ()],
             filled_from_popular=rec.filled_from_popular,
             diversity_relaxed=rec.diversity_relaxed,
+            experiment=rec.experiment,
+            variant=rec.variant,
         )
 
     async def GetItemEmbeddings(

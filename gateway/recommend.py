@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -34,9 +34,11 @@ from gateway import checks
 from gateway.budget import Budget
 from gateway.clients import Clients, Embeddings, Explanation, Scored
 from gateway.event_store import EventStoreUnavailable, History
+from gateway.experiments import Assignment
 from gateway.hops import CANDIDATES_HOP, EMBEDDINGS_HOP, RANKING_HOP, Degradation, Plan
 from gateway.model_versions import ModelVersions, VersionInfo
-from gateway.rules import RuleOptions, Rules, check_rules, compile_rules
+from gateway.rules import BoostRule, DiversityRule, RuleOptions, Rules, check_rules, compile_rules
+from recmesh.experiments.attribution import new_recommendation_id
 from recmesh.pipeline import session_query
 from recmesh.sources.recipe import RecipeError, parse_recipe
 from serving import limits, vectors
@@ -65,6 +67,8 @@ class RecommendRequest:
     k: int = limits.DEFAULT_K
     options: RecommendOptions = field(default_factory=RecommendOptions)
     model_version: str = ""
+    session_id: str = ""  # an anonymous visitor's id for experiments (user_id first)
+    forced_variant: str = ""  # QA: serve this variant of the running experiment
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,8 @@ class Recommendation:
     explanations: list[ItemExplanation] | None = None  # with options.explain, one per item
     filled_from_popular: int = 0
     diversity_relaxed: bool = False
+    experiment: str = ""  # the running experiment and variant that served it ("" when none)
+    variant: str = ""
 
     @property
     def degraded(self) -> bool:
@@ -106,6 +112,7 @@ def _check(request: RecommendRequest) -> None:
     checks.session("session_item_ids", request.session_item_ids)
     checks.ids("options.exclude_item_ids", options.exclude_item_ids)
     checks.identifier("user_id", request.user_id, required=False)
+    checks.identifier("session_id", request.session_id, required=False)
     checks.model_version(request.model_version)
     checks.query_vector_size(options.query_vector, field="options.query_vector")
     if options.sources is not None:
@@ -154,6 +161,10 @@ class Recommender:
         """The request's recommendation within its budget (options.budget_ms, else the gateway's default, cut to
         the caller's own deadline). InvalidArgument for input out of range, NotFound for an unknown version."""
         _check(request)
+        assignment = self.clients.experiments.assign(request.user_id, request.session_id, request.forced_variant)
+        if assignment is not None:
+            request = with_variant(request, assignment)
+            _check(request)  # the variant's options with the caller's (a filter of both, say)
         options = request.options
         query_bytes, query_version = b"", ""
         if options.query_vector is not None:
@@ -179,7 +190,9 @@ class Recommender:
         exclude = list(dict.fromkeys([*seen, *options.exclude_item_ids]))
 
         candidates: Scored | None = None
-        if query_bytes:
+        if assignment is not None and assignment.holdout:
+            pass  # the holdout: popular items only (below)
+        elif query_bytes:
             plan.version = query_version
             candidates = await self._candidates(plan, request, exclude, query_vector=query_bytes, session=session)
         elif session:
@@ -209,6 +222,8 @@ class Recommender:
         if rules is not None and rules.options.reorders:
             item_ids, scores, moved_by, relaxed = self._reorder(rules, item_ids, scores, set(exclude), request.k)
 
+        if assignment is not None:
+            self.clients.experiment_counts.count_impression(assignment.experiment, assignment.variant)
         return Recommendation(
             item_ids=item_ids[: request.k],
             scores=scores[: request.k],
@@ -217,10 +232,14 @@ class Recommender:
             unknown_item_ids=list(dict.fromkeys(plan.unknown)),
             session_items_dropped=dropped,
             timings=plan.budget.finish(),
-            recommendation_id=uuid.uuid4().hex,
+            recommendation_id=new_recommendation_id(assignment.experiment, assignment.variant)
+            if assignment
+            else uuid.uuid4().hex,
             explanations=_explain(item_ids[: request.k], candidates, ranked, moved_by) if options.explain else None,
             filled_from_popular=_filled(item_ids[: request.k], candidates),
             diversity_relaxed=relaxed,
+            experiment=assignment.experiment if assignment else "",
+            variant=assignment.variant if assignment else "",
         )
 
     async def _rules(self, plan: Plan, options: RuleOptions) -> Rules:
@@ -431,3 +450,33 @@ def _explain(
             )
         )
     return out
+
+
+def with_variant(request: RecommendRequest, assignment: Assignment) -> RecommendRequest:
+    """The request as its experiment variant serves it: the variant's options win, except that a filter must
+    pass both the caller's and the variant's, and the variant's boosts follow the caller's."""
+    o = assignment.options
+    options, rules = request.options, request.options.rules
+    variant_filter = str(o.get("filter", ""))
+    both = (
+        f"({rules.filter}) and ({variant_filter})"
+        if rules.filter and variant_filter
+        else rules.filter or variant_filter
+    )
+    boosts = [*rules.boosts, *(BoostRule(**b) for b in o.get("boosts", ()))]
+    diversity = DiversityRule(**o["diversity"]) if "diversity" in o else rules.diversity
+    rules = replace(
+        rules,
+        filter=both,
+        filter_strict=o.get("filter_strict", rules.filter_strict),
+        boosts=boosts,
+        diversity=diversity,
+    )
+    options = replace(
+        options,
+        skip_ranking=o.get("skip_ranking", options.skip_ranking),
+        sources=o.get("sources", options.sources),
+        candidate_count=o.get("candidate_count", options.candidate_count),
+        rules=rules,
+    )
+    return replace(request, options=options, model_version=o.get("model_version", request.model_version))

@@ -154,6 +154,17 @@ class RecommendIn(Request):
     )
     options: RecommendOptionsIn = Field(default_factory=RecommendOptionsIn)
     model_version: ModelVersion = ""
+    session_id: str | None = Field(
+        None,
+        description="An anonymous visitor's id: assigns the request to an A/B experiment's variant when there is no "
+        "user_id (docs/experiments.md).",
+        json_schema_extra={"maxLength": limits.MAX_ID_LEN},
+    )
+    forced_variant: str | None = Field(
+        None,
+        description="QA: serve this variant of the running experiment.",
+        json_schema_extra={"maxLength": 32},
+    )
 
 
 class EmbeddingsIn(Request):
@@ -292,6 +303,8 @@ class RecommendOut(BaseModel):
     explanations: list[ExplanationOut] | None = Field(None, description="With options.explain: one per item.")
     filled_from_popular: int = Field(0, description="Items added from popular ones that pass the filter.")
     diversity_relaxed: bool = Field(False, description="The diversity cap could not hold within k.")
+    experiment: str = Field("", description="The A/B experiment that served it (empty: none).")
+    variant: str = Field("", description="Its variant; events echoing recommendation_id are attributed to it.")
 
 
 class EmbeddingsOut(BaseModel):

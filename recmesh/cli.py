@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from recmesh.catalog import commands as catalog_commands
+from recmesh.experiments import commands as experiments_commands
 from recmesh.data.load import SYNTH, load_dataset
 from recmesh.index import BACKENDS
 
@@ -295,6 +296,7 @@ def build_parser(extensions: Sequence[Extension] = ()) -> argparse.ArgumentParse
     export.set_defaults(func=cmd_events_export)
 
     catalog_commands.add_parser(sub)
+    experiments_commands.add_parser(sub)
     for extend in extensions:
         extend(sub)
     for p in parsers(parser):  # extensions' subcommands too
@@ -321,7 +323,7 @@ def _version() -> str:
 def command_name(args: argparse.Namespace) -> str:
     """'train', 'data synth', 'events export': the words the user typed to pick the command."""
     words = [args.command]
-    for key in ("data_command", "events_command", "catalog_command"):
+    for key in ("data_command", "events_command", "catalog_command", "experiments_command"):
         if getattr(args, key, None):
             words.append(getattr(args, key))
     return " ".join(words)

@@ -49,6 +49,9 @@ DEFAULT_TIMEOUT_MS = 20
 DEFAULT_RETRY_AFTER_MS = 1000
 MIN_WRITE_TIMEOUT_S = 1.0  # a write (up to 1,000 items in one script) gets longer than a read
 RETRY_AFTER_S = 1.0  # what a writer is told to wait after Redis failed
+# A read that is late while the last one succeeded less than this ago is not called stale: under load a busy
+# event loop makes a 20 ms wait run out with Redis fine, and the catalogue is then at most this far behind.
+STALE_AFTER_S = 1.0
 
 
 class CatalogUnavailable(Unavailable):
@@ -79,6 +82,7 @@ class LiveCatalog:
         self._epoch: str | None = None  # the epoch of the Redis catalogue we follow; None: not synced yet
         self._task: asyncio.Task[None] | None = None
         self._next: asyncio.Task[None] | None = None  # the read after the one in flight (read-your-writes)
+        self._current_at = 0.0  # when a read last succeeded (monotonic)
         self._overdue = False  # a caller already gave up waiting for the refresh in flight
         self._reloading = False
         self._skip_until = 0.0  # after a failure Redis is left alone until then (monotonic)
@@ -136,8 +140,9 @@ class LiveCatalog:
             self._overdue = True
             if self._reloading:
                 self._mark_stale("reloading the live catalogue from redis", logging.INFO)
-            else:
+            elif time.monotonic() - self._current_at > STALE_AFTER_S:
                 self._mark_stale(f"redis did not answer within {wait_s * 1000:g} ms")
+            # else: read less than STALE_AFTER_S ago; a busy moment (this process's or Redis') is no outage
         return self._catalog
 
     async def _refresh_after(self, previous: asyncio.Task[None]) -> None:
@@ -198,6 +203,7 @@ class LiveCatalog:
         self.stale = reason
 
     def _mark_current(self) -> None:
+        self._current_at = time.monotonic()
         if self.stale is not None:
             logger.info("live catalogue: current again at seq %d", self._catalog.seq)
         self.stale = None

@@ -152,6 +152,25 @@ async def running_gateway(
                 await server.stop(None)
 
 
+@contextlib.asynccontextmanager
+async def isolated_gateway(models_dir: Path, workdir: Path) -> AsyncIterator[Gateway]:
+    """A gateway and the three stages over a Redis of their own: for tests that write what the session's shared
+    Redis must not hold (a catalogue with unavailable items, a running experiment)."""
+    from tests.conftest import RedisServer
+    from tests.gateway.conftest import stop_within
+
+    redis = RedisServer(workdir)
+    redis.start()
+    stages = {name: await start_stage(name, models_dir, redis.url) for name in STAGES}
+    try:
+        async with running_gateway(models_dir, redis.url, {name: s.port for name, s in stages.items()}) as gateway:
+            yield gateway
+    finally:
+        for name, stage in stages.items():
+            await stop_within(stage.stop(), f"an isolated {name} service")
+        redis.stop()
+
+
 # --------------------------------------------------------------------------------------------- assertions
 def ids(body: dict[str, Any], key: str = "items") -> list[str]:
     return [i["item_id"] for i in body[key]]

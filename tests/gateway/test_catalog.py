@@ -22,9 +22,7 @@ from recmesh.catalog.files import load_catalog
 from recmesh.catalog.table import Catalog
 from recmesh.v1 import catalog_pb2
 from recmesh.v1 import recommendation_service_pb2 as pb
-from tests.conftest import RedisServer
-from tests.gateway.conftest import stop_within
-from tests.gateway.harness import STAGES, Gateway, assert_error, ids, running_gateway, start_stage
+from tests.gateway.harness import Gateway, assert_error, ids, isolated_gateway
 
 BUDGET = {"budget_ms": 5000}
 session_loop = pytest.mark.asyncio(loop_scope="session")
@@ -33,23 +31,13 @@ session_loop = pytest.mark.asyncio(loop_scope="session")
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def shop(models_dir: Path, bundle_path: Path, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Gateway]:
     """A gateway and stages over a Redis of their own, holding the bundle's catalogue with every item available."""
-    redis = RedisServer(tmp_path_factory.mktemp("catalog-redis"))
-    redis.start()
-    stages = {name: await start_stage(name, models_dir, redis.url) for name in STAGES}
-    running = running_gateway(models_dir, redis.url, {name: s.port for name, s in stages.items()})
-    gateway = await running.__aenter__()
-    try:
+    async with isolated_gateway(models_dir, tmp_path_factory.mktemp("catalog-redis")) as gateway:
         docs = [{"item_id": i, "attributes": {**a, "available": True}} for i, a in bundle_catalog(bundle_path).docs()]
         for start in range(0, len(docs), 1000):
             response = await gateway.post("/v1/items", {"items": docs[start : start + 1000]})
             assert response.status_code == 200, response.text
         await caught_up(gateway)
         yield gateway
-    finally:
-        await stop_within(running.__aexit__(None, None, None), "the catalogue tests' gateway")
-        for name, stage in stages.items():
-            await stop_within(stage.stop(), f"the catalogue tests' {name} service")
-        redis.stop()
 
 
 async def caught_up(gateway: Gateway, timeout_s: float = 10.0) -> None:

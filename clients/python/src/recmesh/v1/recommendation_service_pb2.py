@@ -26,7 +26,7 @@ from recmesh.v1 import catalog_pb2 as recmesh_dot_v1_dot_catalog__pb2
 from recmesh.v1 import common_pb2 as recmesh_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'recmesh/v1/recommendation_service.proto\x12\nrecmesh.v1\x1a\x18recmesh/v1/catalog.proto\x1a\x17recmesh/v1/common.proto\"\xcf\x02\n\x10RecommendOptions\x12\x14\n\x0cskip_ranking\x18\x01 \x01(\x08\x12\x17\n\x0f\x63\x61ndidate_count\x18\x02 \x01(\x05\x12\x18\n\x10\x65xclude_item_ids\x18\x03 \x03(\t\x12\x11\n\tbudget_ms\x18\x04 \x01(\x05\x12\x14\n\x0cquery_vector\x18\x05 \x01(\x0c\x12\x14\n\x0cinclude_seen\x18\x06 \x01(\x08\x12\x0f\n\x07sources\x18\x07 \x01(\t\x12\x0e\n\x06\x66ilter\x18\x08 \x01(\t\x12\x15\n\rfilter_strict\x18\t \x01(\x08\x12!\n\x06\x62oosts\x18\n \x03(\x0b\x32\x11.recmesh.v1.Boost\x12\x1d\n\x04pins\x18\x0b \x03(\x0b\x32\x0f.recmesh.v1.Pin\x12(\n\tdiversity\x18\x0c \x01(\x0b\x32\x15.recmesh.v1.Diversity\x12\x0f\n\x07\x65xplain\x18\r \x01(\x08\"\x8e\x01\n\x10RecommendRequest\x12\x18\n\x10session_item_ids\x18\x01 \x03(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\t\n\x01k\x18\x03 \x01(\x05\x12-\n\x07options\x18\x04 \x01(\x0b\x32\x1c.recmesh.v1.RecommendOptions\x12\x15\n\rmodel_version\x18\x05 \x01(\t\"\xfa\x02\n\x11RecommendResponse\x12$\n\x05items\x18\x01 \x03(\x0b\x32\x15.recmesh.v1.ItemScore\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x10\n\x08\x64\x65graded\x18\x03 \x01(\x08\x12-\n\x0c\x64\x65gradations\x18\x04 \x03(\x0b\x32\x17.recmesh.v1.Degradation\x12\x18\n\x10unknown_item_ids\x18\x05 \x03(\t\x12\x1d\n\x15session_items_dropped\x18\x06 \x01(\x05\x12(\n\x07timings\x18\x07 \x03(\x0b\x32\x17.recmesh.v1.StageTiming\x12\x19\n\x11recommendation_id\x18\x08 \x01(\t\x12\x31\n\x0c\x65xplanations\x18\t \x03(\x0b\x32\x1b.recmesh.v1.ItemExplanation\x12\x1b\n\x13\x66illed_from_popular\x18\n \x01(\x05\x12\x19\n\x11\x64iversity_relaxed\x18\x0b \x01(\x08\"C\n\x18GetItemEmbeddingsRequest\x12\x10\n\x08item_ids\x18\x01 \x03(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\"\xa7\x01\n\x19GetItemEmbeddingsResponse\x12\x15\n\rmodel_version\x18\x01 \x01(\t\x12\x0b\n\x03\x64im\x18\x02 \x01(\x05\x12\x10\n\x08item_ids\x18\x03 \x03(\t\x12\x0f\n\x07vectors\x18\x04 \x01(\x0c\x12\x18\n\x10unknown_item_ids\x18\x05 \x03(\t\x12\x10\n\x08\x64\x65graded\x18\x06 \x01(\x08\x12\x17\n\x0f\x64\x65graded_reason\x18\x07 \x01(\t\"K\n\x16GetSimilarItemsRequest\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\t\n\x01k\x18\x02 \x01(\x05\x12\x15\n\rmodel_version\x18\x03 \x01(\t\"V\n\x17GetSimilarItemsResponse\x12$\n\x05items\x18\x01 \x03(\x0b\x32\x15.recmesh.v1.ItemScore\x12\x15\n\rmodel_version\x18\x02 \x01(\t\"{\n\x15\x46indCandidatesRequest\x12\x14\n\x0cquery_vector\x18\x01 \x01(\x0c\x12\x10\n\x08item_ids\x18\x02 \x03(\t\x12\t\n\x01k\x18\x03 \x01(\x05\x12\x18\n\x10\x65xclude_item_ids\x18\x04 \x03(\t\x12\x15\n\rmodel_version\x18\x05 \x01(\t\"t\n\x16\x46indCandidatesResponse\x12)\n\ncandidates\x18\x01 \x03(\x0b\x32\x15.recmesh.v1.ItemScore\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x18\n\x10unknown_item_ids\x18\x03 \x03(\t\"~\n\x15RankCandidatesRequest\x12\x18\n\x10session_item_ids\x18\x01 \x03(\t\x12)\n\ncandidates\x18\x02 \x03(\x0b\x32\x15.recmesh.v1.ItemScore\x12\t\n\x01k\x18\x03 \x01(\x05\x12\x15\n\rmodel_version\x18\x04 \x01(\t\"o\n\x16RankCandidatesResponse\x12$\n\x05items\x18\x01 \x03(\x0b\x32\x15.recmesh.v1.ItemScore\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x18\n\x10unknown_item_ids\x18\x03 \x03(\t\"6\n\x12RecordEventRequest\x12 \n\x05\x65vent\x18\x01 \x01(\x0b\x32\x11.recmesh.v1.Event\"9\n\x13RecordEventResponse\x12\x0e\n\x06stored\x18\x01 \x01(\x08\x12\x12\n\nknown_item\x18\x02 \x01(\x08\"@\n\x14RecordEventsResponse\x12\x0e\n\x06stored\x18\x01 \x01(\x05\x12\x18\n\x10unknown_item_ids\x18\x02 \x03(\t2\xd9\x06\n\x15RecommendationService\x12H\n\tRecommend\x12\x1c.recmesh.v1.RecommendRequest\x1a\x1d.recmesh.v1.RecommendResponse\x12`\n\x11GetItemEmbeddings\x12$.recmesh.v1.GetItemEmbeddingsRequest\x1a%.recmesh.v1.GetItemEmbeddingsResponse\x12Z\n\x0fGetSimilarItems\x12\".recmesh.v1.GetSimilarItemsRequest\x1a#.recmesh.v1.GetSimilarItemsResponse\x12W\n\x0e\x46indCandidates\x12!.recmesh.v1.FindCandidatesRequest\x1a\".recmesh.v1.FindCandidatesResponse\x12W\n\x0eRankCandidates\x12!.recmesh.v1.RankCandidatesRequest\x1a\".recmesh.v1.RankCandidatesResponse\x12N\n\x0bRecordEvent\x12\x1e.recmesh.v1.RecordEventRequest\x1a\x1f.recmesh.v1.RecordEventResponse\x12R\n\x0cRecordEvents\x12\x1e.recmesh.v1.RecordEventRequest\x1a .recmesh.v1.RecordEventsResponse(\x01\x12N\n\x0bUpsertItems\x12\x1e.recmesh.v1.UpsertItemsRequest\x1a\x1f.recmesh.v1.UpsertItemsResponse\x12\x42\n\x07GetItem\x12\x1a.recmesh.v1.GetItemRequest\x1a\x1b.recmesh.v1.GetItemResponse\x12N\n\x0b\x44\x65leteItems\x12\x1e.recmesh.v1.DeleteItemsRequest\x1a\x1f.recmesh.v1.DeleteItemsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'recmesh/v1/recommendation_service.proto\x12\nrecmesh.v1\x1a\x18recmesh/v1/catalog.proto\x1a\x17recmesh/v1/common.proto\"\xcf\x02\n\x10RecommendOptions\x12\x14\n\x0cskip_ranking\x18\x01 \x01(\x08\x12\x17\n\x0f\x63\x61ndidate_count\x18\x02 \x01(\x05\x12\x18\n\x10\x65xclude_item_ids\x18\x03 \x03(\t\x12\x11\n\tbudget_ms\x18\x04 \x01(\x05\x12\x14\n\x0cquery_vector\x18\x05 \x01(\x0c\x12\x14\n\x0cinclude_seen\x18\x06 \x01(\x08\x12\x0f\n\x07sources\x18\x07 \x01(\t\x12\x0e\n\x06\x66ilter\x18\x08 \x01(\t\x12\x15\n\rfilter_strict\x18\t \x01(\x08\x12!\n\x06\x62oosts\x18\n \x03(\x0b\x32\x11.recmesh.v1.Boost\x12\x1d\n\x04pins\x18\x0b \x03(\x0b\x32\x0f.recmesh.v1.Pin\x12(\n\tdiversity\x18\x0c \x01(\x0b\x32\x15.recmesh.v1.Diversity\x12\x0f\n\x07\x65xplain\x18\r \x01(\x08\"\xba\x01\n\x10RecommendRequest\x12\x18\n\x10session_item_ids\x18\x01 \x03(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\t\n\x01k\x18\x03 \x01(\x05\x12-\n\x07options\x18\x04 \x01(\x0b\x32\x1c.recmesh.v1.RecommendOptions\x12\x15\n\rmodel_version\x18\x05 \x01(\t\x12\x12\n\nsession_id\x18\x06 \x01(\t\x12\x16\n\x0e\x66orced_variant\x18\x07 \x01(\t\"\x9f\x03\n\x11RecommendResponse\x12$\n\x05items\x18\x01 \x03(\x0b\x32\x15.recmesh.v1.ItemScore\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x10\n\x08\x64\x65graded\x18\x03 \x01(\x08\x12-\n\x0c\x64\x65gradations\x18\x04 \x03(\x0b\x32\x17.recmesh.v1.Degradation\x12\x18\n\x10unknown_item_ids\x18\x05 \x03(\t\x12\x1d\n\x15session_items_dropped\x18\x06 \x01(\x05\x12(\n\x07timings\x18\x07 \x03(\x0b\x32\x17.recmesh.v1.StageTiming\x12\x19\n\x11recommendation_id\x18\x08 \x01(\t\x12\x31\n\x0c\x65xplanations\x18\t \x03(\x0b\x32\x1b.recmesh.v1.ItemExplanation\x12\x1b\n\x13\x66illed_from_popular\x18\n \x01(\x05\x12\x19\n\x11\x64iversity_relaxed\x18\x0b \x01(\x08\x12\x12\n\nexperiment\x18\x0c \x01(\t\x12\x0f\n\x07variant\x18\r \x01(\t\"C\n\x18GetItemEmbeddingsRequest\x12\x10\n\x08item_ids\x18\x01 \x03(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\"\xa7\x01\n\x19GetItemEmbeddingsResponse\x12\x15\n\rmodel_version\x18\x01 \x01(\t\x12\x0b\n\x03\x64im\x18\x02 \x01(\x05\x12\x10\n\x08item_ids\x18\x03 \x03(\t\x12\x0f\n\x07vectors\x18\x04 \x01(\x0c\x12\x18\n\x10unknown_item_ids\x18\x05 \x03(\t\x12\x10\n\x08\x64\x65graded\x18\x06 \x01(\x08\x12\x17\n\x0f\x64\x65graded_reason\x18\x07 \x01(\t\"K\n\x16GetSimilarItemsRequest\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\t\n\x01k\x18\x02 \x01(\x05\x12\x15\n\rmodel_version\x18\x03 \x01(\t\"V\n\x17GetSimilarItemsResponse\x12$\n\x05items\x18\x01 \x03(\x0b\x32\x15.recmesh.v1.ItemScore\x12\x15\n\rmodel_version\x18\x02 \x01(\t\"{\n\x15\x46indCandidatesRequest\x12\x14\n\x0cquery_vector\x18\x01 \x01(\x0c\x12\x10\n\x08item_ids\x18\x02 \x03(\t\x12\t\n\x01k\x18\x03 \x01(\x05\x12\x18\n\x10\x65xclude_item_ids\x18\x04 \x03(\t\x12\x15\n\rmodel_version\x18\x05 \x01(\t\"t\n\x16\x46indCandidatesResponse\x12)\n\ncandidates\x18\x01 \x03(\x0b\x32\x15.recmesh.v1.ItemScore\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x18\n\x10unknown_item_ids\x18\x03 \x03(\t\"~\n\x15RankCandidatesRequest\x12\x18\n\x10session_item_ids\x18\x01 \x03(\t\x12)\n\ncandidates\x18\x02 \x03(\x0b\x32\x15.recmesh.v1.ItemScore\x12\t\n\x01k\x18\x03 \x01(\x05\x12\x15\n\rmodel_version\x18\x04 \x01(\t\"o\n\x16RankCandidatesResponse\x12$\n\x05items\x18\x01 \x03(\x0b\x32\x15.recmesh.v1.ItemScore\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x18\n\x10unknown_item_ids\x18\x03 \x03(\t\"6\n\x12RecordEventRequest\x12 \n\x05\x65vent\x18\x01 \x01(\x0b\x32\x11.recmesh.v1.Event\"9\n\x13RecordEventResponse\x12\x0e\n\x06stored\x18\x01 \x01(\x08\x12\x12\n\nknown_item\x18\x02 \x01(\x08\"@\n\x14RecordEventsResponse\x12\x0e\n\x06stored\x18\x01 \x01(\x05\x12\x18\n\x10unknown_item_ids\x18\x02 \x03(\t2\xd9\x06\n\x15RecommendationService\x12H\n\tRecommend\x12\x1c.recmesh.v1.RecommendRequest\x1a\x1d.recmesh.v1.RecommendResponse\x12`\n\x11GetItemEmbeddings\x12$.recmesh.v1.GetItemEmbeddingsRequest\x1a%.recmesh.v1.GetItemEmbeddingsResponse\x12Z\n\x0fGetSimilarItems\x12\".recmesh.v1.GetSimilarItemsRequest\x1a#.recmesh.v1.GetSimilarItemsResponse\x12W\n\x0e\x46indCandidates\x12!.recmesh.v1.FindCandidatesRequest\x1a\".recmesh.v1.FindCandidatesResponse\x12W\n\x0eRankCandidates\x12!.recmesh.v1.RankCandidatesRequest\x1a\".recmesh.v1.RankCandidatesResponse\x12N\n\x0bRecordEvent\x12\x1e.recmesh.v1.RecordEventRequest\x1a\x1f.recmesh.v1.RecordEventResponse\x12R\n\x0cRecordEvents\x12\x1e.recmesh.v1.RecordEventRequest\x1a .recmesh.v1.RecordEventsResponse(\x01\x12N\n\x0bUpsertItems\x12\x1e.recmesh.v1.UpsertItemsRequest\x1a\x1f.recmesh.v1.UpsertItemsResponse\x12\x42\n\x07GetItem\x12\x1a.recmesh.v1.GetItemRequest\x1a\x1b.recmesh.v1.GetItemResponse\x12N\n\x0b\x44\x65leteItems\x12\x1e.recmesh.v1.DeleteItemsRequest\x1a\x1f.recmesh.v1.DeleteItemsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,31 +36,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RECOMMENDOPTIONS']._serialized_start=107
   _globals['_RECOMMENDOPTIONS']._serialized_end=442
   _globals['_RECOMMENDREQUEST']._serialized_start=445
-  _globals['_RECOMMENDREQUEST']._serialized_end=587
-  _globals['_RECOMMENDRESPONSE']._serialized_start=590
-  _globals['_RECOMMENDRESPONSE']._serialized_end=968
-  _globals['_GETITEMEMBEDDINGSREQUEST']._serialized_start=970
-  _globals['_GETITEMEMBEDDINGSREQUEST']._serialized_end=1037
-  _globals['_GETITEMEMBEDDINGSRESPONSE']._serialized_start=1040
-  _globals['_GETITEMEMBEDDINGSRESPONSE']._serialized_end=1207
-  _globals['_GETSIMILARITEMSREQUEST']._serialized_start=1209
-  _globals['_GETSIMILARITEMSREQUEST']._serialized_end=1284
-  _globals['_GETSIMILARITEMSRESPONSE']._serialized_start=1286
-  _globals['_GETSIMILARITEMSRESPONSE']._serialized_end=1372
-  _globals['_FINDCANDIDATESREQUEST']._serialized_start=1374
-  _globals['_FINDCANDIDATESREQUEST']._serialized_end=1497
-  _globals['_FINDCANDIDATESRESPONSE']._serialized_start=1499
-  _globals['_FINDCANDIDATESRESPONSE']._serialized_end=1615
-  _globals['_RANKCANDIDATESREQUEST']._serialized_start=1617
-  _globals['_RANKCANDIDATESREQUEST']._serialized_end=1743
-  _globals['_RANKCANDIDATESRESPONSE']._serialized_start=1745
-  _globals['_RANKCANDIDATESRESPONSE']._serialized_end=1856
-  _globals['_RECORDEVENTREQUEST']._serialized_start=1858
-  _globals['_RECORDEVENTREQUEST']._serialized_end=1912
-  _globals['_RECORDEVENTRESPONSE']._serialized_start=1914
-  _globals['_RECORDEVENTRESPONSE']._serialized_end=1971
-  _globals['_RECORDEVENTSRESPONSE']._serialized_start=1973
-  _globals['_RECORDEVENTSRESPONSE']._serialized_end=2037
-  _globals['_RECOMMENDATIONSERVICE']._serialized_start=2040
-  _globals['_RECOMMENDATIONSERVICE']._serialized_end=2897
+  _globals['_RECOMMENDREQUEST']._serialized_end=631
+  _globals['_RECOMMENDRESPONSE']._serialized_start=634
+  _globals['_RECOMMENDRESPONSE']._serialized_end=1049
+  _globals['_GETITEMEMBEDDINGSREQUEST']._serialized_start=1051
+  _globals['_GETITEMEMBEDDINGSREQUEST']._serialized_end=1118
+  _globals['_GETITEMEMBEDDINGSRESPONSE']._serialized_start=1121
+  _globals['_GETITEMEMBEDDINGSRESPONSE']._serialized_end=1288
+  _globals['_GETSIMILARITEMSREQUEST']._serialized_start=1290
+  _globals['_GETSIMILARITEMSREQUEST']._serialized_end=1365
+  _globals['_GETSIMILARITEMSRESPONSE']._serialized_start=1367
+  _globals['_GETSIMILARITEMSRESPONSE']._serialized_end=1453
+  _globals['_FINDCANDIDATESREQUEST']._serialized_start=1455
+  _globals['_FINDCANDIDATESREQUEST']._serialized_end=1578
+  _globals['_FINDCANDIDATESRESPONSE']._serialized_start=1580
+  _globals['_FINDCANDIDATESRESPONSE']._serialized_end=1696
+  _globals['_RANKCANDIDATESREQUEST']._serialized_start=1698
+  _globals['_RANKCANDIDATESREQUEST']._serialized_end=1824
+  _globals['_RANKCANDIDATESRESPONSE']._serialized_start=1826
+  _globals['_RANKCANDIDATESRESPONSE']._serialized_end=1937
+  _globals['_RECORDEVENTREQUEST']._serialized_start=1939
+  _globals['_RECORDEVENTREQUEST']._serialized_end=1993
+  _globals['_RECORDEVENTRESPONSE']._serialized_start=1995
+  _globals['_RECORDEVENTRESPONSE']._serialized_end=2052
+  _globals['_RECORDEVENTSRESPONSE']._serialized_start=2054
+  _globals['_RECORDEVENTSRESPONSE']._serialized_end=2118
+  _globals['_RECOMMENDATIONSERVICE']._serialized_start=2121
+  _globals['_RECOMMENDATIONSERVICE']._serialized_end=2978
 # @@protoc_insertion_point(module_scope)

@@ -39,21 +39,25 @@ class RecommendOptions(_message.Message):
     def __init__(self, skip_ranking: _Optional[bool] = ..., candidate_count: _Optional[int] = ..., exclude_item_ids: _Optional[_Iterable[str]] = ..., budget_ms: _Optional[int] = ..., query_vector: _Optional[bytes] = ..., include_seen: _Optional[bool] = ..., sources: _Optional[str] = ..., filter: _Optional[str] = ..., filter_strict: _Optional[bool] = ..., boosts: _Optional[_Iterable[_Union[_catalog_pb2.Boost, _Mapping]]] = ..., pins: _Optional[_Iterable[_Union[_catalog_pb2.Pin, _Mapping]]] = ..., diversity: _Optional[_Union[_catalog_pb2.Diversity, _Mapping]] = ..., explain: _Optional[bool] = ...) -> None: ...
 
 class RecommendRequest(_message.Message):
-    __slots__ = ("session_item_ids", "user_id", "k", "options", "model_version")
+    __slots__ = ("session_item_ids", "user_id", "k", "options", "model_version", "session_id", "forced_variant")
     SESSION_ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
     OPTIONS_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    FORCED_VARIANT_FIELD_NUMBER: _ClassVar[int]
     session_item_ids: _containers.RepeatedScalarFieldContainer[str]
     user_id: str
     k: int
     options: RecommendOptions
     model_version: str
-    def __init__(self, session_item_ids: _Optional[_Iterable[str]] = ..., user_id: _Optional[str] = ..., k: _Optional[int] = ..., options: _Optional[_Union[RecommendOptions, _Mapping]] = ..., model_version: _Optional[str] = ...) -> None: ...
+    session_id: str
+    forced_variant: str
+    def __init__(self, session_item_ids: _Optional[_Iterable[str]] = ..., user_id: _Optional[str] = ..., k: _Optional[int] = ..., options: _Optional[_Union[RecommendOptions, _Mapping]] = ..., model_version: _Optional[str] = ..., session_id: _Optional[str] = ..., forced_variant: _Optional[str] = ...) -> None: ...
 
 class RecommendResponse(_message.Message):
-    __slots__ = ("items", "model_version", "degraded", "degradations", "unknown_item_ids", "session_items_dropped", "timings", "recommendation_id", "explanations", "filled_from_popular", "diversity_relaxed")
+    __slots__ = ("items", "model_version", "degraded", "degradations", "unknown_item_ids", "session_items_dropped", "timings", "recommendation_id", "explanations", "filled_from_popular", "diversity_relaxed", "experiment", "variant")
     ITEMS_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     DEGRADED_FIELD_NUMBER: _ClassVar[int]
@@ -65,6 +69,8 @@ class RecommendResponse(_message.Message):
     EXPLANATIONS_FIELD_NUMBER: _ClassVar[int]
     FILLED_FROM_POPULAR_FIELD_NUMBER: _ClassVar[int]
     DIVERSITY_RELAXED_FIELD_NUMBER: _ClassVar[int]
+    EXPERIMENT_FIELD_NUMBER: _ClassVar[int]
+    VARIANT_FIELD_NUMBER: _ClassVar[int]
     items: _containers.RepeatedCompositeFieldContainer[_common_pb2.ItemScore]
     model_version: str
     degraded: bool
@@ -76,7 +82,9 @@ class RecommendResponse(_message.Message):
     explanations: _containers.RepeatedCompositeFieldContainer[_catalog_pb2.ItemExplanation]
     filled_from_popular: int
     diversity_relaxed: bool
-    def __init__(self, items: _Optional[_Iterable[_Union[_common_pb2.ItemScore, _Mapping]]] = ..., model_version: _Optional[str] = ..., degraded: _Optional[bool] = ..., degradations: _Optional[_Iterable[_Union[_common_pb2.Degradation, _Mapping]]] = ..., unknown_item_ids: _Optional[_Iterable[str]] = ..., session_items_dropped: _Optional[int] = ..., timings: _Optional[_Iterable[_Union[_common_pb2.StageTiming, _Mapping]]] = ..., recommendation_id: _Optional[str] = ..., explanations: _Optional[_Iterable[_Union[_catalog_pb2.ItemExplanation, _Mapping]]] = ..., filled_from_popular: _Optional[int] = ..., diversity_relaxed: _Optional[bool] = ...) -> None: ...
+    experiment: str
+    variant: str
+    def __init__(self, items: _Optional[_Iterable[_Union[_common_pb2.ItemScore, _Mapping]]] = ..., model_version: _Optional[str] = ..., degraded: _Optional[bool] = ..., degradations: _Optional[_Iterable[_Union[_common_pb2.Degradation, _Mapping]]] = ..., unknown_item_ids: _Optional[_Iterable[str]] = ..., session_items_dropped: _Optional[int] = ..., timings: _Optional[_Iterable[_Union[_common_pb2.StageTiming, _Mapping]]] = ..., recommendation_id: _Optional[str] = ..., explanations: _Optional[_Iterable[_Union[_catalog_pb2.ItemExplanation, _Mapping]]] = ..., filled_from_popular: _Optional[int] = ..., diversity_relaxed: _Optional[bool] = ..., experiment: _Optional[str] = ..., variant: _Optional[str] = ...) -> None: ...
 
 class GetItemEmbeddingsRequest(_message.Message):
     __slots__ = ("item_ids", "model_version")
