@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from recmesh.catalog import commands as catalog_commands
-from recmesh.experiments import commands as experiments_commands
 from recmesh.data.load import SYNTH, load_dataset
+from recmesh.experiments import commands as experiments_commands
 from recmesh.index import BACKENDS
 
 DESCRIPTION = "Train, evaluate and publish session recommenders (every command defaults to built-in synthetic data)."

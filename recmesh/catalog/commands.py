@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-from urllib.parse import urlsplit
 
 import redis
 from tqdm import tqdm
@@ -27,11 +25,9 @@ from tqdm import tqdm
 from recmesh.catalog import live
 from recmesh.catalog.files import ID_FIELD, CatalogFileError, read_items
 from recmesh.catalog.table import CatalogError
+from recmesh.cli_redis import EXIT_BAD_INPUT, EXIT_REDIS, add_redis_url, fail, redis_client, redis_problem
 
-REDIS_URL_ENV = "REDIS_URL"  # the same variable as every other command and the services
-DEFAULT_REDIS_URL = "redis://localhost:6379/0"
-EXIT_REDIS = 1
-EXIT_BAD_INPUT = 2
+GROUP = "recmesh catalog "  # + the command: how error lines name it
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -44,22 +40,13 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     load.add_argument(
         "--merge", action="store_true", help="change only the attributes the file gives (default: replace them all)"
     )
-    _add_redis_url(load)
+    add_redis_url(load)
     load.set_defaults(func=cmd_load)
 
     get = sub.add_parser("get", help="print one item of the live catalogue as JSON")
     get.add_argument("item_id", metavar="ID", help="the item's id")
-    _add_redis_url(get)
+    add_redis_url(get)
     get.set_defaults(func=cmd_get)
-
-
-def _add_redis_url(p: argparse.ArgumentParser) -> None:
-    value = os.environ.get(REDIS_URL_ENV)
-    p.add_argument(
-        "--redis-url",
-        default=value or DEFAULT_REDIS_URL,
-        help=f"the store Redis (default: ${REDIS_URL_ENV} if set, else {DEFAULT_REDIS_URL})",
-    )
 
 
 def cmd_load(args: argparse.Namespace) -> int:
@@ -67,11 +54,11 @@ def cmd_load(args: argparse.Namespace) -> int:
     try:
         docs = read_items(args.file)
     except CatalogFileError as e:
-        return _fail("load", str(e), EXIT_BAD_INPUT)
+        return fail(GROUP + "load", str(e), EXIT_BAD_INPUT)
     try:
-        client = _client(args.redis_url)
+        client = redis_client(args.redis_url)
     except ValueError as e:
-        return _fail("load", f"bad --redis-url: {e}", EXIT_BAD_INPUT)
+        return fail(GROUP + "load", f"bad --redis-url: {e}", EXIT_BAD_INPUT)
     try:
         live.check_docs(docs, live.read_schema(client))  # a bad file writes nothing, not its first batches
         seq = live.current_seq(client)
@@ -81,9 +68,9 @@ def cmd_load(args: argparse.Namespace) -> int:
                 seq = live.write_items(client, batch, mode)
                 bar.update(len(batch))
     except CatalogError as e:
-        return _fail("load", f"{args.file}: {e}", EXIT_BAD_INPUT)
+        return fail(GROUP + "load", f"{args.file}: {e}", EXIT_BAD_INPUT)
     except redis.RedisError as e:
-        return _fail("load", _redis_problem(args.redis_url, e), EXIT_REDIS)
+        return fail(GROUP + "load", redis_problem(args.redis_url, e), EXIT_REDIS)
     finally:
         client.close()
     print(f"{len(docs)} items written from {args.file} ({mode}); the live catalogue is at seq {seq}")
@@ -92,34 +79,18 @@ def cmd_load(args: argparse.Namespace) -> int:
 
 def cmd_get(args: argparse.Namespace) -> int:
     try:
-        client = _client(args.redis_url)
+        client = redis_client(args.redis_url)
     except ValueError as e:
-        return _fail("get", f"bad --redis-url: {e}", EXIT_BAD_INPUT)
+        return fail(GROUP + "get", f"bad --redis-url: {e}", EXIT_BAD_INPUT)
     try:
         attrs = live.read_item(client, args.item_id)
     except CatalogError as e:
-        return _fail("get", str(e), EXIT_REDIS)  # stored by hand, not by us
+        return fail(GROUP + "get", str(e), EXIT_REDIS)  # stored by hand, not by us
     except redis.RedisError as e:
-        return _fail("get", _redis_problem(args.redis_url, e), EXIT_REDIS)
+        return fail(GROUP + "get", redis_problem(args.redis_url, e), EXIT_REDIS)
     finally:
         client.close()
     if attrs is None:
-        return _fail("get", f"item {args.item_id!r} is not in the live catalogue", EXIT_BAD_INPUT)
+        return fail(GROUP + "get", f"item {args.item_id!r} is not in the live catalogue", EXIT_BAD_INPUT)
     print(json.dumps({ID_FIELD: args.item_id, **dict(sorted(attrs.items()))}, ensure_ascii=False))
     return 0
-
-
-def _client(url: str) -> redis.Redis:
-    """ValueError for a URL that is not a Redis URL."""
-    return redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=30)
-
-
-def _redis_problem(url: str, error: Exception) -> str:
-    parts = urlsplit(url)  # host:port/db, never the password
-    where = f"{parts.hostname or 'localhost'}:{parts.port or 6379}{parts.path or ''}"
-    return f"Redis at {where}: {error} (is Redis running there? point --redis-url or ${REDIS_URL_ENV} at it)"
-
-
-def _fail(command: str, message: str, status: int) -> int:
-    print(f"recmesh catalog {command}: error: {' '.join(message.split())}", file=sys.stderr)
-    return status

@@ -22,14 +22,13 @@ import argparse
 import importlib
 import json
 import os
-import sys
 from collections.abc import Callable
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import redis
 
 from recmesh.bundle import list_versions
+from recmesh.cli_redis import EXIT_BAD_INPUT, EXIT_REDIS, add_redis_url, fail, redis_client, redis_problem
 from recmesh.experiments.config import (
     ExperimentConfig,
     ExperimentConfigError,
@@ -42,14 +41,12 @@ from recmesh.experiments.config import (
 )
 from recmesh.redis_layout import EXPERIMENTS_KEY
 
-REDIS_URL_ENV = "REDIS_URL"  # the same variables as every other command and the services
-DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 MODELS_DIR_ENV = "RECMESH_MODELS_DIR"
 DEFAULT_MODELS_DIR = "models"
-EXIT_REDIS = 1
-EXIT_BAD_INPUT = 2
 WRITE_ATTEMPTS = 10  # optimistic transaction retries while another writer changes the document
 REPORT_MODULE = "recmesh.experiments.report"  # adds `report` (add_report_parser(subparsers)) when installed
+
+GROUP = "recmesh experiments "  # + the command: how error lines name it
 
 
 class StoredConfigError(RuntimeError):
@@ -95,22 +92,13 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         report.add_report_parser(sub)
 
 
-def add_redis_url(p: argparse.ArgumentParser) -> None:
-    value = os.environ.get(REDIS_URL_ENV)
-    p.add_argument(
-        "--redis-url",
-        default=value or DEFAULT_REDIS_URL,
-        help=f"the store Redis (default: ${REDIS_URL_ENV} if set, else {DEFAULT_REDIS_URL})",
-    )
-
-
 def cmd_start(args: argparse.Namespace) -> int:
     try:
         item = json.loads(Path(args.file).read_text(encoding="utf-8"))
     except OSError as e:
-        return fail("start", f"{args.file}: {e.strerror or e}", EXIT_BAD_INPUT)
+        return fail(GROUP + "start", f"{args.file}: {e.strerror or e}", EXIT_BAD_INPUT)
     except (ValueError, UnicodeDecodeError) as e:
-        return fail("start", f"{args.file}: not JSON: {e}", EXIT_BAD_INPUT)
+        return fail(GROUP + "start", f"{args.file}: not JSON: {e}", EXIT_BAD_INPUT)
     available = set(list_versions(Path(args.models_dir)))
 
     def change(current: ExperimentSet) -> ExperimentSet:
@@ -164,7 +152,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     experiment = config.find(args.name)
     if experiment is None:
         known = ", ".join(e.name for e in config.experiments) or "none"
-        return fail("show", f"no experiment named {args.name!r} (experiments: {known})", EXIT_BAD_INPUT)
+        return fail(GROUP + "show", f"no experiment named {args.name!r} (experiments: {known})", EXIT_BAD_INPUT)
     print(json.dumps(experiment.to_json(), indent=2, ensure_ascii=False))
     return 0
 
@@ -192,9 +180,9 @@ def _write(
 ) -> tuple[int, ExperimentSet | None]:
     """Apply ``change`` to the stored document atomically: (0, the new document) or (exit status, None)."""
     try:
-        client = _client(url)
+        client = redis_client(url)
     except ValueError as e:
-        return fail(command, f"bad --redis-url: {e}", EXIT_BAD_INPUT), None
+        return fail(GROUP + command, f"bad --redis-url: {e}", EXIT_BAD_INPUT), None
     try:
         with client.pipeline() as pipe:
             for _ in range(WRITE_ATTEMPTS):
@@ -208,45 +196,28 @@ def _write(
                     return 0, new
                 except redis.WatchError:
                     continue  # another writer changed it meanwhile: read again
-        return fail(command, "the configuration kept changing while writing: try again", EXIT_REDIS), None
+        return fail(GROUP + command, "the configuration kept changing while writing: try again", EXIT_REDIS), None
     except ExperimentConfigError as e:
         where = f"{source}: " if source else ""
-        return fail(command, f"{where}{e}", EXIT_BAD_INPUT), None
+        return fail(GROUP + command, f"{where}{e}", EXIT_BAD_INPUT), None
     except StoredConfigError as e:
-        return fail(command, str(e), EXIT_REDIS), None
+        return fail(GROUP + command, str(e), EXIT_REDIS), None
     except redis.RedisError as e:
-        return fail(command, _redis_problem(url, e), EXIT_REDIS), None
+        return fail(GROUP + command, redis_problem(url, e), EXIT_REDIS), None
     finally:
         client.close()
 
 
 def _read_only(command: str, url: str) -> tuple[int, ExperimentSet | None]:
     try:
-        client = _client(url)
+        client = redis_client(url)
     except ValueError as e:
-        return fail(command, f"bad --redis-url: {e}", EXIT_BAD_INPUT), None
+        return fail(GROUP + command, f"bad --redis-url: {e}", EXIT_BAD_INPUT), None
     try:
         return 0, read_config(client)
     except StoredConfigError as e:
-        return fail(command, str(e), EXIT_REDIS), None
+        return fail(GROUP + command, str(e), EXIT_REDIS), None
     except redis.RedisError as e:
-        return fail(command, _redis_problem(url, e), EXIT_REDIS), None
+        return fail(GROUP + command, redis_problem(url, e), EXIT_REDIS), None
     finally:
         client.close()
-
-
-def _client(url: str) -> redis.Redis:
-    """ValueError for a URL that is not a Redis URL."""
-    return redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=30)
-
-
-def _redis_problem(url: str, error: Exception) -> str:
-    parts = urlsplit(url)  # host:port/db, never the password
-    where = f"{parts.hostname or 'localhost'}:{parts.port or 6379}{parts.path or ''}"
-    return f"Redis at {where}: {error} (is Redis running there? point --redis-url or ${REDIS_URL_ENV} at it)"
-
-
-def fail(command: str, message: str, status: int) -> int:
-    """Print the one error line of `recmesh experiments <command>`; return the exit status."""
-    print(f"recmesh experiments {command}: error: {' '.join(message.split())}", file=sys.stderr)
-    return status

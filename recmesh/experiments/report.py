@@ -29,17 +29,9 @@ from typing import Any
 
 import redis
 
+from recmesh.cli_redis import EXIT_BAD_INPUT, EXIT_REDIS, add_redis_url, fail, redis_client, redis_problem
 from recmesh.experiments.attribution import IMPRESSIONS, is_valid_name, split_counts_field
-from recmesh.experiments.commands import (
-    EXIT_BAD_INPUT,
-    EXIT_REDIS,
-    StoredConfigError,
-    _client,
-    _redis_problem,
-    add_redis_url,
-    fail,
-    read_config,
-)
+from recmesh.experiments.commands import StoredConfigError, read_config
 from recmesh.experiments.config import ExperimentConfig
 from recmesh.extras import missing_extra
 from recmesh.redis_layout import experiment_counts_key
@@ -48,6 +40,8 @@ EVENT_TYPES = ("view", "click", "add_to_cart", "purchase")  # the gateway's even
 METRIC_LABELS = {"view": "view rate", "click": "CTR", "add_to_cart": "add-to-cart rate", "purchase": "purchase rate"}
 CONFIDENCE = 0.95  # of the Wilson intervals
 ALPHA = 0.05  # significance level of the verdicts
+
+REPORT = "recmesh experiments report"  # the command, as its error lines name it
 
 
 Counts = dict[str, dict[str, int]]  # variant -> kind (impressions or an event type) -> count
@@ -303,30 +297,32 @@ def add_report_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
 def cmd_report(args: argparse.Namespace) -> int:
     if not is_valid_name(args.name):
         message = f"experiment name {args.name!r} is not valid: expected 1 to 32 of a-z, 0-9, '_' and '-'"
-        return fail("report", message, EXIT_BAD_INPUT)
+        return fail(REPORT, message, EXIT_BAD_INPUT)
     if args.png:
         try:  # before any work: a missing extra is one line, not a half-written report
             import matplotlib  # noqa: F401
         except ModuleNotFoundError as e:
             return fail(
-                "report", str(missing_extra(e, "plots", "the experiment report's chart (--png)")), 1
+                REPORT, str(missing_extra(e, "plots", "the experiment report's chart (--png)")), 1
             )  # as a missing extra elsewhere
     try:
-        client = _client(args.redis_url)
+        client = redis_client(args.redis_url)
     except ValueError as e:
-        return fail("report", f"bad --redis-url: {e}", EXIT_BAD_INPUT)
+        return fail(REPORT, f"bad --redis-url: {e}", EXIT_BAD_INPUT)
     try:
         experiment = read_experiment(client, args.name)
         counts = read_counts(client, args.name)
     except StoredConfigError as e:
-        return fail("report", str(e), EXIT_REDIS)
+        return fail(REPORT, str(e), EXIT_REDIS)
     except redis.RedisError as e:
-        return fail("report", _redis_problem(args.redis_url, e), EXIT_REDIS)
+        return fail(REPORT, redis_problem(args.redis_url, e), EXIT_REDIS)
     finally:
         client.close()
     if experiment is None and not counts:
         return fail(
-            "report", f"no experiment named {args.name!r}: not in the config and nothing counted", EXIT_BAD_INPUT
+            REPORT,
+            f"no experiment named {args.name!r}: not in the config and nothing counted",
+            EXIT_BAD_INPUT,
         )
     variants = [v.name for v in experiment.variants] if experiment else []
     report = build_report(args.name, counts, variants, args.metric)
@@ -342,5 +338,9 @@ def cmd_report(args: argparse.Namespace) -> int:
         if args.png:
             write_png(report, args.png)
     except OSError as e:
-        return fail("report", f"cannot write {e.filename or 'the output'}: {e.strerror or e}", EXIT_BAD_INPUT)
+        return fail(
+            REPORT,
+            f"cannot write {e.filename or 'the output'}: {e.strerror or e}",
+            EXIT_BAD_INPUT,
+        )
     return 0
