@@ -288,8 +288,10 @@ def add_report_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         choices=EVENT_TYPES,
         help="the event type whose rate per answer served is compared (default: click, the CTR)",
     )
-    report.add_argument("--png", metavar="FILE", help="also draw the rates and their intervals (needs matplotlib)")
-    report.add_argument("--json", metavar="FILE", help="also write the report as JSON ('-': stdout)")
+    report.add_argument(
+        "--png", metavar="FILE", help="also draw the rates and their intervals (needs matplotlib; default: no chart)"
+    )
+    report.add_argument("--json", metavar="FILE", help="also write the report as JSON ('-': stdout; default: none)")
     add_redis_url(report)
     report.set_defaults(func=cmd_report)
 

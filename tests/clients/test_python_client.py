@@ -16,6 +16,7 @@ import grpc
 import pytest
 
 from devtools.stack import LocalStack
+from recmesh.v1 import catalog_pb2 as catalog_pb
 from recmesh.v1 import recommendation_service_pb2 as pb
 from recmesh_client import RecmeshClient, RecmeshError, event
 from recmesh_client.vectors import pack, unpack_rows
@@ -43,6 +44,21 @@ def test_recommend_stages_and_event_stream(stack: LocalStack, session: list[str]
         recorded = client.record_events(event(user, item, "click") for item in session)
         assert recorded.stored == len(session)
         assert len(client.recommend(user_id=user, k=5).items) == 5  # the recorded events are the session now
+
+
+def test_the_catalogue_from_the_client(stack: LocalStack, session: list[str]) -> None:
+    """Write an item, read it back, filter with it, and delete it: the items API and the options through the
+    typed client."""
+    with RecmeshClient(stack.grpc_address, timeout=5.0) as client:
+        written = client.upsert_items({"py-new": {"category": "zz-test", "available": True, "price": 3.5}})
+        assert written.upserted == 1 and written.catalog_seq > 0
+        got = client.get_item("py-new")
+        assert dict(got.item.attributes) == {"category": "zz-test", "available": True, "price": 3.5}
+        assert not got.known_to_model
+        include = [catalog_pb.Boost(filter='category == "zz-test"', include=1, add=10.0)]
+        reply = client.recommend(session, k=5, options=pb.RecommendOptions(boosts=include, explain=True))
+        assert reply.items[0].item_id == "py-new" and list(reply.explanations[0].sources) == ["rule"]
+        assert client.delete_items(["py-new"]).deleted == 1
 
 
 def test_a_failed_call_raises_recmesh_error_with_the_request_id(stack: LocalStack, session: list[str]) -> None:

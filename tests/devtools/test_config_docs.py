@@ -43,7 +43,10 @@ def test_every_variable_of_every_process_is_in_the_reference():
         assert f"## {process.name}\n" in text
         for field in process.settings.model_fields.values():
             assert f"| `{field.validation_alias}` |" in text
-    assert "| `RECMESH_MODELS_DIR` | `recmesh train --out`, `recmesh publish --models-dir` |" in text
+    assert (
+        "| `RECMESH_MODELS_DIR` | `recmesh train --out`, `recmesh publish --models-dir`, "
+        "`recmesh experiments start --models-dir` |" in text
+    )
 
 
 def test_a_setting_without_a_description_is_refused():

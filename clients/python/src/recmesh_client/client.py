@@ -17,12 +17,12 @@ generated protobuf messages of ``recmesh.v1`` (their .pyi stubs type every field
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import grpc
 
-from recmesh.v1 import common_pb2
+from recmesh.v1 import catalog_pb2, common_pb2
 from recmesh.v1 import recommendation_service_pb2 as pb
 from recmesh.v1 import recommendation_service_pb2_grpc as pb_grpc
 from recmesh_client.errors import RecmeshError
@@ -93,13 +93,24 @@ class RecmeshClient:
         k: int = 0,
         options: pb.RecommendOptions | None = None,
         model_version: str = "",
+        session_id: str = "",
+        forced_variant: str = "",
         timeout: float | None = None,
         request_id: str | None = None,
     ) -> pb.RecommendResponse:
         """Recommendations for a session (or, with no session items, for ``user_id``'s recorded events).
-        k 0 = the default (10); ``options`` tunes the stages (pb.RecommendOptions(skip_ranking=True, ...))."""
+        k 0 = the default (10); ``options`` tunes the stages and the catalogue rules
+        (pb.RecommendOptions(filter='category == "books"', explain=True, ...)); ``session_id`` assigns an anonymous
+        visitor to the running experiment's variant (``forced_variant``: QA). The reply names the experiment and
+        variant; send its ``recommendation_id`` as the session_id of the visitor's next events."""
         request = pb.RecommendRequest(
-            session_item_ids=session_item_ids, user_id=user_id, k=k, model_version=model_version, options=options
+            session_item_ids=session_item_ids,
+            user_id=user_id,
+            k=k,
+            model_version=model_version,
+            options=options,
+            session_id=session_id,
+            forced_variant=forced_variant,
         )
         return self._call(self.stub.Recommend, request, timeout, request_id)
 
@@ -185,6 +196,37 @@ class RecmeshClient:
         nothing. ``events`` may be a generator: it is consumed while the call runs."""
         stream = (pb.RecordEventRequest(event=e) for e in events)
         return self._call(self.stub.RecordEvents, stream, timeout, request_id)
+
+    # ---- the live item catalogue -------------------------------------------------------------------------
+
+    def upsert_items(
+        self,
+        items: Mapping[str, Mapping[str, Any]],
+        *,
+        merge: bool = False,
+        timeout: float | None = None,
+        request_id: str | None = None,
+    ) -> catalog_pb2.UpsertItemsResponse:
+        """Writes up to 1000 items ({item_id: {attribute: str | float | bool}}) in one atomic call: replaced, or
+        with ``merge`` only the given attributes changed (None removes one). Every replica's next answer sees it."""
+        request = catalog_pb2.UpsertItemsRequest(merge=merge)
+        for item_id, attributes in items.items():
+            item = request.items.add(item_id=item_id)
+            item.attributes.update(dict(attributes))
+        return self._call(self.stub.UpsertItems, request, timeout, request_id)
+
+    def get_item(
+        self, item_id: str, *, timeout: float | None = None, request_id: str | None = None
+    ) -> catalog_pb2.GetItemResponse:
+        """One item's attributes (reply.item.attributes, a Struct: dict(...) of it) and whether the model knows it."""
+        return self._call(self.stub.GetItem, catalog_pb2.GetItemRequest(item_id=item_id), timeout, request_id)
+
+    def delete_items(
+        self, item_ids: Sequence[str], *, timeout: float | None = None, request_id: str | None = None
+    ) -> catalog_pb2.DeleteItemsResponse:
+        """Removes the items' catalogue entries (the model still knows them)."""
+        request = catalog_pb2.DeleteItemsRequest(item_ids=item_ids)
+        return self._call(self.stub.DeleteItems, request, timeout, request_id)
 
     # ---- plumbing ----------------------------------------------------------------------------------------
 
