@@ -21,8 +21,6 @@ import numpy as np
 from serving import limits, vectors
 from serving.errors import InvalidArgument
 
-EMPTY_SESSION = "empty session: send session_item_ids, a user_id with events, or options.query_vector"
-
 
 def in_range(name: str, value: int, low: int, high: int) -> None:
     if not low <= value <= high:
