@@ -20,11 +20,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from recmesh.catalog import rerank
-from recmesh.catalog.expressions import Expression, ExpressionError, compile_expression, parse
-from recmesh.catalog.masks import AVAILABLE
+from recmesh.catalog.expressions import Expression
+from recmesh.catalog.masks import allowed_ids
 from recmesh.catalog.table import Catalog
 from serving import limits
 from serving.errors import InvalidArgument
+from serving.filters import check_syntax, compile_filter
 
 
 @dataclass(frozen=True)
@@ -71,13 +72,15 @@ class RuleOptions:
 def check_rules(options: RuleOptions, k: int) -> None:
     """Everything that needs no catalogue: caps, ranges, names, each expression's length and syntax."""
     if options.filter:
-        _syntax(options.filter, "options.filter")
+        check_syntax(options.filter, "options.filter")
     if len(options.boosts) > limits.MAX_BOOSTS:
         raise InvalidArgument(f"at most {limits.MAX_BOOSTS} boosts, got {len(options.boosts)}", field="options.boosts")
     names: set[str] = set()
     for i, boost in enumerate(options.boosts):
         where = f"options.boosts[{i}]"
-        _syntax(boost.filter, f"{where}.filter")
+        if not boost.filter:
+            raise InvalidArgument(f"{where}.filter must not be empty", field=f"{where}.filter")
+        check_syntax(boost.filter, f"{where}.filter")
         for what, value in (("multiply", boost.multiply), ("add", boost.add)):
             if not np.isfinite(value) or abs(value) > limits.MAX_SCORE:
                 raise InvalidArgument(f"{where}.{what} must be a finite number, got {value}", field=f"{where}.{what}")
@@ -109,24 +112,6 @@ def boost_name(boost: BoostRule, index: int) -> str:
     return boost.name or f"boost{index}"
 
 
-def _syntax(text: str, where: str) -> None:
-    if not text:
-        raise InvalidArgument(f"{where} must not be empty", field=where)
-    if len(text) > limits.MAX_EXPRESSION_CHARS:
-        raise InvalidArgument(f"{where} is longer than {limits.MAX_EXPRESSION_CHARS} characters", field=where)
-    try:
-        parse(text)
-    except ExpressionError as e:
-        raise InvalidArgument(f"{where}: {e}", field=where) from e
-
-
-def _compile(text: str, catalog: Catalog, where: str) -> Expression:
-    try:
-        return compile_expression(text, catalog.schema)
-    except ExpressionError as e:
-        raise InvalidArgument(f"{where}: {e}", field=where) from e
-
-
 @dataclass(frozen=True)
 class Rules:
     """The options compiled against one catalogue state."""
@@ -136,18 +121,8 @@ class Rules:
     boosts: list[tuple[str, BoostRule, Expression]] = field(default_factory=list)
 
     def passes(self, catalog: Catalog, item_ids: Sequence[str]) -> np.ndarray:
-        """Bool per id: passes the filter (if any) and is not marked unavailable."""
-        rows = catalog.rows_of(item_ids)
-        ok = np.ones(len(item_ids), dtype=bool)
-        if self.filter is not None:
-            ok &= self.filter.mask_rows(catalog, rows)
-            if self.filter.matches({}):  # an item without an entry passes a filter it fails by absence only
-                ok |= rows < 0
-        column = catalog.columns.get(AVAILABLE)
-        if column is not None and column.type == "boolean":
-            safe = np.where(rows >= 0, rows, 0)
-            ok &= ~((rows >= 0) & column.present[safe] & ~column.values[safe].astype(bool))
-        return ok
+        """Bool per id: passes the filter (if any) and is not marked unavailable (as candidate generation's mask)."""
+        return allowed_ids(catalog, item_ids, self.filter)
 
     def included(self, catalog: Catalog, present: set[str], exclude: set[str]) -> list[tuple[str, str]]:
         """(item id, rule name) of the catalogue items each boost's ``include`` adds: newest entries first, passing
@@ -192,9 +167,9 @@ class Rules:
 def compile_rules(catalog: Catalog, options: RuleOptions) -> Rules:
     """The options checked against the catalogue's attributes: InvalidArgument for an unknown attribute or a type
     the expression cannot compare."""
-    expression = _compile(options.filter, catalog, "options.filter") if options.filter else None
+    expression = compile_filter(options.filter, catalog, "options.filter") if options.filter else None
     boosts = [
-        (boost_name(boost, i), boost, _compile(boost.filter, catalog, f"options.boosts[{i}].filter"))
+        (boost_name(boost, i), boost, compile_filter(boost.filter, catalog, f"options.boosts[{i}].filter"))
         for i, boost in enumerate(options.boosts)
     ]
     if options.diversity is not None and options.diversity.attribute not in catalog.columns:

@@ -23,7 +23,6 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from recmesh.catalog.expressions import MAX_EXPRESSION_CHARS, ExpressionError, parse
 from recmesh.catalog.table import Catalog
 from recmesh.pipeline import Model
 from recmesh.registry import ModelRegistry
@@ -32,6 +31,7 @@ from services.candidate_generation.filters import ModelFilters
 from serving import limits
 from serving.catalog_live import LiveCatalog
 from serving.errors import InvalidArgument, Unavailable
+from serving.filters import check_syntax
 from serving.vectors import unpack_vector
 
 
@@ -102,7 +102,7 @@ def validate_query(
     if sources:
         _recipe(sources, KNOWN_SOURCES)
     if filter:
-        check_filter_syntax(filter)
+        check_syntax(filter, "filter")
     # with sources, k = 0 keeps the whole merged pool
     resolved_k = k if sources else k or limits.CANDIDATES_DEFAULT_K
     return CandidateQuery(
@@ -116,16 +116,6 @@ def validate_query(
         fill_from_popular,
         with_provenance,
     )
-
-
-def check_filter_syntax(text: str, field: str = "filter") -> None:
-    """Length and syntax, needing no catalogue; InvalidArgument saying what is wrong and where."""
-    if len(text) > MAX_EXPRESSION_CHARS:
-        raise InvalidArgument(f"{field} is longer than {MAX_EXPRESSION_CHARS} characters", field=field)
-    try:
-        parse(text)
-    except ExpressionError as e:
-        raise InvalidArgument(f"{field}: {e}", field=field) from e
 
 
 def _recipe(text: str, available: Iterable[str]) -> Recipe:

@@ -14,11 +14,10 @@ from collections import OrderedDict
 
 import numpy as np
 
-from recmesh.catalog.expressions import Expression, ExpressionError, compile_expression
 from recmesh.catalog.masks import allowed_items
 from recmesh.catalog.table import Catalog
 from recmesh.pipeline import Model
-from serving.errors import InvalidArgument
+from serving.filters import compile_filter
 
 CACHED_MASKS = 256
 
@@ -45,7 +44,7 @@ class ModelFilters:
         return mask
 
     def _compute(self, model: Model, catalog: Catalog, text: str) -> np.ndarray | None:
-        expression = compile_filter(text, catalog) if text else None
+        expression = compile_filter(text, catalog, "filter") if text else None
         return allowed_items(catalog, model.item_ids, expression, self._catalog_rows(model, catalog))
 
     def _catalog_rows(self, model: Model, catalog: Catalog) -> np.ndarray:
@@ -57,11 +56,3 @@ class ModelFilters:
                 self._rows.clear()
             cached = self._rows[key] = (len(catalog), catalog.rows_of(model.item_ids))
         return cached[1]
-
-
-def compile_filter(text: str, catalog: Catalog, field: str = "filter") -> Expression:
-    """The compiled filter, or InvalidArgument with the expression's problem and where it is."""
-    try:
-        return compile_expression(text, catalog.schema)
-    except ExpressionError as e:
-        raise InvalidArgument(f"{field}: {e}", field=field) from e
