@@ -97,6 +97,11 @@ async def test_items_are_written_read_patched_and_deleted(shop: Gateway) -> None
     deleted = await shop.http.delete("/v1/items/new-1")
     assert deleted.json()["count"] == 1
     assert_error(await shop.http.get("/v1/items/new-1"), 404, "NOT_FOUND", "not in the catalogue")
+    batch = [{"item_id": f"batch-{i}", "attributes": {"category": "c96"}} for i in range(3)]
+    assert (await shop.post("/v1/items", {"items": batch})).json()["count"] == 3
+    deleted = await shop.post("/v1/items:delete", {"item_ids": ["batch-0", "batch-1", "batch-2", "never-there"]})
+    assert deleted.json()["count"] == 3
+    assert_error(await shop.http.get("/v1/items/batch-1"), 404, "NOT_FOUND", "not in the catalogue")
 
 
 @session_loop
