@@ -7,6 +7,7 @@ A process that dies (a crash, an OOM kill, `kill -9`) is restarted with exponent
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import sys
@@ -73,6 +74,18 @@ def run(args: argparse.Namespace) -> int:
     items = (model / "items.txt").read_text().split("\n")[:2]
     # JSON only (the gateway refuses other content types) and the dev key (docs/security.md)
     curl = f"curl -s -H 'Content-Type: application/json' -H 'Authorization: Bearer {stack.api_key}'"
+    # with the demo catalogue's attributes (recmesh.data.synth): a filter and explanations, an item hidden live
+    attributes = json.loads((model / "manifest.json").read_text()).get("catalog", {}).get("attributes", {})
+    filtered = json.dumps(
+        {"session": [items[0]], "options": {"filter": 'category == "books" and price < 50', "explain": True}}
+    )
+    catalogue_examples = (
+        f"""
+  {curl} {stack.http_url}/v1/recommend -d '{filtered}'
+  {curl} -X PATCH {stack.http_url}/v1/items/{items[0]} -d '{{"attributes": {{"available": false}}}}'"""
+        if {"category", "price"} <= set(attributes)
+        else ""
+    )
     print(
         f"""
 recmesh is up (model {model.name}); logs in {stack.log_dir}
@@ -84,7 +97,7 @@ Try:
   {curl} {stack.http_url}/v1/recommend -d '{{"session": ["{items[0]}", "{items[1]}"], "k": 10}}'
   {curl} {stack.http_url}/v1/items/{items[0]}/similar?k=5
   {curl} {stack.http_url}/v1/events -d '{{"user_id": "u1", "item_id": "{items[0]}", "type": "view"}}'
-  {curl} {stack.http_url}/v1/recommend -d '{{"user_id": "u1", "k": 5}}'
+  {curl} {stack.http_url}/v1/recommend -d '{{"user_id": "u1", "k": 5}}'{catalogue_examples}
 A crashed process is restarted (with backoff). Ctrl-C stops everything.""",
         flush=True,
     )
