@@ -40,7 +40,7 @@ from gateway.rest_errors import install_error_handlers
 from gateway.rules import BoostRule, DiversityRule, PinRule, RuleOptions
 from gateway.settings import Settings
 from gateway.version_pointer import follow_published_version, sync_published_version
-from serving import limits
+from serving import filters, limits
 from serving.errors import RecmeshError
 
 log = logging.getLogger(__name__)
@@ -113,6 +113,7 @@ def create_app(settings: Settings, clients: Clients | None = None, versions: Mod
         clients = app.state.core.clients
         # the whole live catalogue before the first request (a request waits only REDIS_TIMEOUT_MS for it)
         await clients.catalog.refresh(timeout_s=CATALOG_FIRST_READ_S)
+        filters.warm_up()  # the filter parser's tables, before the first filtered request
         await clients.experiments.load_now()  # the running experiment, if any, from the first request on
         background = [follow, asyncio.create_task(clients.experiments.run())]
         background.append(asyncio.create_task(clients.experiment_counts.run()))

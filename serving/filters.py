@@ -28,3 +28,9 @@ def compile_filter(text: str, catalog: Catalog, field: str) -> Expression:
         return compile_expression(text, catalog.schema)
     except ExpressionError as e:
         raise InvalidArgument(f"{field}: {e}", field=field) from e
+
+
+def warm_up() -> None:
+    """Build the parser now (lark builds its LALR tables on first use: tens of ms the first filtered request would
+    otherwise pay)."""
+    parse('warm_up == "x" and not exists(y)')

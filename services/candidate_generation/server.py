@@ -14,6 +14,7 @@ from services.candidate_generation.core import CandidateGenerator
 from services.candidate_generation.servicer import SERVICE_NAME, CandidateGenerationServicer
 from services.candidate_generation.settings import Settings
 from serving.catalog_live import LiveCatalog
+from serving.filters import warm_up
 from serving.stage_service import Started, start_model_service
 
 FIRST_READ_TIMEOUT_S = 15.0  # at start: wait this long for the whole catalogue before serving without it
@@ -31,4 +32,10 @@ async def create_server(settings: Settings, address: str | None = None) -> Start
         return CandidateGenerator(registry, catalog)
 
     add = pb_grpc.add_CandidateGenerationServiceServicer_to_server
-    return await start_model_service(settings, address, make_core, CandidateGenerationServicer, add, SERVICE_NAME)
+    started = await start_model_service(settings, address, make_core, CandidateGenerationServicer, add, SERVICE_NAME)
+    # what the first filtered request would otherwise pay: the parser's tables, the model's rows in the catalogue
+    warm_up()
+    if catalog is not None:
+        generator = started[3]
+        generator.filters.allowed(await generator.registry.get(), catalog.catalog)
+    return started
