@@ -1,10 +1,10 @@
 """`python -m bench.experiment_sim`: a simulated A/B experiment, end to end, on real held-out sessions.
 
-    python -m bench.experiment_sim --data ../shared/data/beauty.txt --sessions 6000 \\
+    python -m bench.experiment_sim --data data/beauty.txt --sessions 6000 \\
         --json docs/experiments/beauty-sim.json --png docs/experiments/beauty-sim.png
 
-1. Trains (or reuses, cached under --cache) a bundle on the data file (every sequence's last item held out, as
-   in the offline evaluation) and starts the stack as `recmesh up` does (keys on).
+1. Trains (or reuses, cached under --cache) a bundle on the data file (docs/data.md says where to get it; every
+   sequence's last item held out, as in the offline evaluation) and starts the stack as `recmesh up` does.
 2. Starts an experiment with `recmesh experiments start`: "full" (the whole pipeline) against "no-ranking"
    (candidates in retrieval order), 50/50 by visitor.
 3. Replays held-out sessions through the REST API, one visitor each: the session is the sequence without its
