@@ -9,7 +9,9 @@ Run with ``python -m gateway``. A request's path, and the module that does each 
 - ``checks.py``: every range, cap and id length of the public API (numbers from ``serving/limits.py``), once;
 - the use cases, wired together in ``core.py``: ``recommend.py`` (a recommendation, its hops in ``hops.py``, its
   catalogue options (filter, boosts, pins, diversity) in ``rules.py``), ``stages.py`` (every stage on its own),
-  ``recording.py`` (recording events), ``item_catalog.py`` (the live item catalogue's API);
+  ``recording.py`` (recording events), ``item_catalog.py`` (the live item catalogue's API); A/B experiments:
+  ``experiments.py`` (the running one, followed from Redis, and a request's variant), ``experiment_counts.py``
+  (impressions and the variants' counters);
 - the backends: ``clients.py`` (the three stage services; each call alone or batched with others:
   ``stage_client.py``, ``batching.py``), ``event_store.py`` (visitors' events in Redis; ``events.py`` says what
   a valid event is), ``model_versions.py`` (what the gateway reads from bundles),
