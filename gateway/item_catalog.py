@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from gateway import checks
 from gateway.model_versions import ModelVersions
-from recmesh.catalog.table import Catalog, CatalogError, Value
+from recmesh.catalog.table import Catalog, CatalogError, Value, type_of
 from serving import limits
 from serving.catalog_live import LiveCatalog
 from serving.errors import InvalidArgument, NotFound
@@ -48,7 +48,7 @@ class ItemCatalog:
                 raise InvalidArgument(f"{where}: {e}", field=where) from e
             for name, value in attributes.items():
                 expected = live_schema.get(name)
-                if value is not None and expected is not None and _type(value) != expected:
+                if value is not None and expected is not None and type_of(value) != expected:
                     raise InvalidArgument(
                         f"{where}: item {item_id!r}, attribute {name!r}: expected a {expected}, got {value!r}; "
                         "nothing was written",
@@ -90,9 +90,3 @@ def _check_ids(field: str, item_ids: Sequence[str], member: str | None) -> None:
         if item_id in seen:
             raise InvalidArgument(f"{field}: item {item_id!r} appears twice", field=field)
         seen.add(item_id)
-
-
-def _type(value: object) -> str:
-    if isinstance(value, bool):
-        return "boolean"
-    return "number" if isinstance(value, int | float) else "string"

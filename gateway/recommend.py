@@ -39,6 +39,7 @@ from gateway.hops import CANDIDATES_HOP, EMBEDDINGS_HOP, RANKING_HOP, Degradatio
 from gateway.model_versions import ModelVersions, VersionInfo
 from gateway.rules import BoostRule, DiversityRule, RuleOptions, Rules, check_rules, compile_rules
 from recmesh.experiments.attribution import new_recommendation_id
+from recmesh.experiments.config import merge_options
 from recmesh.pipeline import session_query
 from recmesh.sources.recipe import RecipeError, parse_recipe
 from serving import limits, vectors
@@ -453,30 +454,33 @@ def _explain(
 
 
 def with_variant(request: RecommendRequest, assignment: Assignment) -> RecommendRequest:
-    """The request as its experiment variant serves it: the variant's options win, except that a filter must
-    pass both the caller's and the variant's, and the variant's boosts follow the caller's."""
-    o = assignment.options
+    """The request as its experiment variant serves it, merged as recmesh.experiments.config.merge_options says (the
+    variant's options win, except that a filter must pass both and the variant's boosts follow the caller's)."""
     options, rules = request.options, request.options.rules
-    variant_filter = str(o.get("filter", ""))
-    both = (
-        f"({rules.filter}) and ({variant_filter})"
-        if rules.filter and variant_filter
-        else rules.filter or variant_filter
-    )
-    boosts = [*rules.boosts, *(BoostRule(**b) for b in o.get("boosts", ()))]
-    diversity = DiversityRule(**o["diversity"]) if "diversity" in o else rules.diversity
+    mine = {
+        "skip_ranking": options.skip_ranking,
+        "sources": options.sources,
+        "candidate_count": options.candidate_count,
+        "filter": rules.filter,
+        "filter_strict": rules.filter_strict,
+        "boosts": list(rules.boosts),
+        "diversity": rules.diversity,
+        "model_version": request.model_version,
+    }
+    merged = merge_options(mine, assignment.options)
+    diversity = merged["diversity"]
     rules = replace(
         rules,
-        filter=both,
-        filter_strict=o.get("filter_strict", rules.filter_strict),
-        boosts=boosts,
-        diversity=diversity,
+        filter=merged["filter"],
+        filter_strict=merged["filter_strict"],
+        boosts=[b if isinstance(b, BoostRule) else BoostRule(**b) for b in merged["boosts"]],  # the variant's: dicts
+        diversity=DiversityRule(**diversity) if isinstance(diversity, dict) else diversity,
     )
     options = replace(
         options,
-        skip_ranking=o.get("skip_ranking", options.skip_ranking),
-        sources=o.get("sources", options.sources),
-        candidate_count=o.get("candidate_count", options.candidate_count),
+        skip_ranking=merged["skip_ranking"],
+        sources=merged["sources"],
+        candidate_count=merged["candidate_count"],
         rules=rules,
     )
-    return replace(request, options=options, model_version=o.get("model_version", request.model_version))
+    return replace(request, options=options, model_version=merged["model_version"])

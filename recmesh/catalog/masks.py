@@ -42,11 +42,7 @@ def allowed_ids(catalog: Catalog, item_ids: Sequence[str], expression: Expressio
 
 def unavailable(catalog: Catalog) -> np.ndarray | None:
     """Bool per catalogue row: marked ``available: false``; None when no item is."""
-    column = catalog.columns.get(AVAILABLE)
-    if column is None or column.type != "boolean":
-        return None
-    n = len(catalog)
-    hidden = column.present[:n] & ~column.values[:n].astype(bool)
+    hidden = unavailable_rows(catalog, np.arange(len(catalog)))
     return hidden if hidden.any() else None
 
 

@@ -130,3 +130,28 @@ async def test_stopping_the_experiment_ends_assignment(lab: Gateway, session_ite
     answer = await recommend(lab, session=session_items, user_id="late-visitor")
     assert answer["experiment"] == ""
     await client.aclose()
+
+
+def test_a_variant_merges_into_the_request_as_merge_options_says() -> None:
+    from gateway.experiments import Assignment
+    from gateway.recommend import RecommendOptions, RecommendRequest, with_variant
+    from gateway.rules import BoostRule, DiversityRule, RuleOptions
+
+    mine = RecommendRequest(
+        ["a"],
+        options=RecommendOptions(rules=RuleOptions(filter="price < 50", boosts=[BoostRule("available", add=1.0)])),
+    )
+    variant = {
+        "filter": 'brand == "x"',
+        "boosts": [{"filter": "new", "multiply": 2.0}],
+        "diversity": {"attribute": "brand", "max_per_value": 1},
+        "sources": "covisit:100",
+        "model_version": "v2",
+    }
+    merged = with_variant(mine, Assignment("e", "b", variant, holdout=False))
+    rules = merged.options.rules
+    assert rules.filter == '(price < 50) and (brand == "x")'
+    assert rules.boosts == [BoostRule("available", add=1.0), BoostRule("new", multiply=2.0)]
+    assert rules.diversity == DiversityRule("brand", 1)
+    assert (merged.options.sources, merged.model_version, merged.options.skip_ranking) == ("covisit:100", "v2", False)
+    assert with_variant(mine, Assignment("e", "a", {}, holdout=False)) == mine
