@@ -77,7 +77,7 @@ class Explanation:
 class Scored:
     """Items best first with their scores (similarity for candidates, probability for rankings)."""
 
-    item_ids: list[str]
+    item_ids: Sequence[str]
     scores: list[float]
     model_version: str
     unknown_item_ids: list[str]
@@ -86,6 +86,9 @@ class Scored:
     found_by: bytes = b""
     filled: int = 0
     catalog_stale_reason: str = ""
+    # candidates: the items' rows in model_version and the scores, packed as they came, for the ranking hop
+    rows: bytes = b""
+    packed_scores: bytes = b""
     # rankings: the logit's terms per item (with explain)
     explanations: list[Explanation] = field(default_factory=list)
 
@@ -116,8 +119,10 @@ def _candidates(reply: candidate_generation_service_pb2.RetrieveCandidatesRespon
         raise UpstreamError(
             CANDIDATE_GENERATION, "INTERNAL", f"{len(reply.item_ids)} ids but {len(reply.found_by)} sources"
         )
+    if reply.rows and len(reply.rows) != 4 * len(scores):
+        raise UpstreamError(CANDIDATE_GENERATION, "INTERNAL", f"{len(scores)} scores but {len(reply.rows)} row bytes")
     return Scored(
-        list(reply.item_ids),
+        reply.item_ids,  # the message's own sequence: ids become str objects only where the answer reads them
         scores.tolist(),
         reply.model_version,
         list(reply.unknown_item_ids),
@@ -125,6 +130,8 @@ def _candidates(reply: candidate_generation_service_pb2.RetrieveCandidatesRespon
         reply.found_by,
         reply.filled,
         reply.catalog_stale_reason,
+        rows=reply.rows,
+        packed_scores=reply.scores,
     )
 
 
@@ -225,6 +232,37 @@ class RankingClient:
             model_version=model_version,
             candidate_ids=candidate_ids,
             candidate_scores=vectors.pack(candidate_scores),
+            explain=explain,
+        )
+        return await self.stage.call(request, timeout_s)
+
+    async def rank_candidates(
+        self,
+        session_item_ids: Sequence[str],
+        candidates: Scored,
+        k: int = 0,
+        *,
+        timeout_s: float,
+        explain: bool = False,
+    ) -> Scored:
+        """Hop 2's answer ordered for the session, in its model version: by its rows and packed scores as they
+        came when it has them (no id strings built, sent or looked up), else by ids."""
+        if not candidates.rows:
+            return await self.rank(
+                session_item_ids,
+                candidates.item_ids,
+                candidates.scores,
+                k,
+                candidates.model_version,
+                timeout_s=timeout_s,
+                explain=explain,
+            )
+        request = ranking_service_pb2.RankRequest(
+            session_item_ids=session_item_ids,
+            k=k,
+            model_version=candidates.model_version,
+            candidate_rows=candidates.rows,
+            candidate_scores=candidates.packed_scores,
             explain=explain,
         )
         return await self.stage.call(request, timeout_s)

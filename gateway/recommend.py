@@ -217,7 +217,7 @@ class Recommender:
             if candidates.item_ids and not options.skip_ranking:
                 ranked = await self._rank(plan, pool_size, session, candidates, options.explain)
             ordered = ranked or candidates
-            item_ids, scores = ordered.item_ids[:pool_size], ordered.scores[:pool_size]
+            item_ids, scores = list(ordered.item_ids[:pool_size]), ordered.scores[:pool_size]
         moved_by: list[list[str]] = [[] for _ in item_ids]
         relaxed = False
         if rules is not None and rules.options.reorders:
@@ -367,9 +367,7 @@ class Recommender:
         ranking = self.clients.ranking
         ranked = await plan.run(
             RANKING_HOP,
-            lambda timeout_s: ranking.rank(
-                session, candidates.item_ids, candidates.scores, k, plan.version, timeout_s=timeout_s, explain=explain
-            ),
+            lambda timeout_s: ranking.rank_candidates(session, candidates, k, timeout_s=timeout_s, explain=explain),
         )
         if ranked is not None and not plan.unknown:
             session_ids = set(session)

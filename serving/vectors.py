@@ -7,6 +7,8 @@ Usage::
     query = unpack_vector(data, dim) # -> (dim,), exactly one vector
     scores = unpack_scores(data)     # -> (n,), one value per id
     values = pack_rows(matrix)       # -> one bytes value per row (e.g. one Redis value per vector)
+    data = pack_item_rows(rows)      # item-table rows (hop 2 -> hop 3) -> little-endian int32 bytes
+    rows = unpack_item_rows(data, n) # -> (n,) int64, each checked to be in 0..n-1
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from recmesh.redis_layout import VECTOR_DTYPE
 from serving.errors import InvalidArgument
 
 WIRE_DTYPE = VECTOR_DTYPE  # a vector read from Redis goes on the wire as it is
+ROW_DTYPE = np.dtype("<i4")  # an item's row in a model version's item table
 
 
 def vector_bytes(dim: int) -> int:
@@ -73,3 +76,24 @@ def unpack_scores(data: bytes, name: str = "scores") -> NDArray[np.float32]:
             f"{name} is {len(data)} bytes, not a whole number of little-endian float32 values", field=name
         )
     return np.frombuffer(data, dtype=WIRE_DTYPE)
+
+
+def pack_item_rows(rows: ArrayLike) -> bytes:
+    """Item-table rows as little-endian int32 bytes (what RetrieveCandidates answers and Rank takes)."""
+    return np.ascontiguousarray(rows, dtype=ROW_DTYPE).tobytes()
+
+
+def unpack_item_rows(data: bytes, n_items: int, name: str = "rows") -> NDArray[np.int64]:
+    """``data`` as (n,) int64 rows; InvalidArgument naming ``name`` when it is not whole int32 values or a row is
+    outside 0..n_items-1 (rows of another model version, say)."""
+    if len(data) % ROW_DTYPE.itemsize:
+        raise InvalidArgument(
+            f"{name} is {len(data)} bytes, not a whole number of little-endian int32 rows", field=name
+        )
+    rows = np.frombuffer(data, dtype=ROW_DTYPE).astype(np.int64)
+    if rows.size and (rows.min() < 0 or rows.max() >= n_items):
+        bad = int(np.flatnonzero((rows < 0) | (rows >= n_items))[0])
+        raise InvalidArgument(
+            f"{name}[{bad}] = {int(rows[bad])} is not a row of the model version's {n_items} items", field=name
+        )
+    return rows

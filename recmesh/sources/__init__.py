@@ -86,7 +86,7 @@ def top_k(
     rows: np.ndarray, scores: np.ndarray, k: int, exclude: np.ndarray, allowed: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """The k best of (rows, scores) by score, ties by row (lower first), none of `exclude` (sorted, unique, as
-    np.unique gives), only rows `allowed` lets through (None: all); rows are unique and ascending."""
+    np.unique gives), only rows `allowed` lets through (None: all); rows are unique and ascending, scores finite."""
     if allowed is not None and rows.size:
         keep = allowed[rows]
         rows, scores = rows[keep], scores[keep]
@@ -94,5 +94,14 @@ def top_k(
         at = np.minimum(np.searchsorted(exclude, rows), exclude.size - 1)
         keep = exclude[at] != rows  # both sorted: a binary search instead of np.isin's set machinery
         rows, scores = rows[keep], scores[keep]
+    if scores.size > max(4 * k, PARTITION_ABOVE) and k > 0:
+        # Many more scored rows than wanted (a hub's neighbours): keep those at or above the k-th best score first
+        # (ties with it included, order kept), so the stable sort below sees about k rows instead of all of them.
+        negated = -scores
+        keep = negated <= np.partition(negated, k - 1)[k - 1]
+        rows, scores = rows[keep], scores[keep]
     order = np.argsort(-scores, kind="stable")[:k]  # stable over ascending rows: ties by row
     return rows[order].astype(np.int64, copy=False), scores[order].astype(np.float32, copy=False)
+
+
+PARTITION_ABOVE = 512  # below this many scored rows one stable sort is as fast as partition + sort

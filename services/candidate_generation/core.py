@@ -50,6 +50,9 @@ class CandidateQuery:
     with_provenance: bool = False
 
 
+_NO_ROWS = np.zeros(0, dtype=np.int64)
+
+
 @dataclass(frozen=True)
 class Candidates:
     """Retrieved items best first, their similarity scores, and what the answer is based on."""
@@ -63,6 +66,7 @@ class Candidates:
     filled: int = 0  # items added from popular ones by fill_from_popular (the last ones)
     catalog_seq: int = 0
     catalog_stale_reason: str = ""
+    rows: np.ndarray = field(default_factory=lambda: _NO_ROWS)  # the items' rows in the model version, int64
 
 
 def validate_query(
@@ -165,7 +169,7 @@ def retrieve_candidates(model: Model, query: CandidateQuery, allowed: np.ndarray
     rows, scores = model.retrieve(vector, query.k, np.unique(excluded) if excluded.size else None)
     if not np.isfinite(scores).all():  # never an inf or NaN score on the wire; only the caller's vector can do it
         raise InvalidArgument(QUERY_TOO_LARGE, field="query_vector")
-    return Candidates(model.ids_of(rows), scores, model.version, unknown)
+    return Candidates(model.ids_of(rows), scores, model.version, unknown, rows=rows)
 
 
 def _gather(model: Model, query: CandidateQuery, allowed: np.ndarray | None) -> Candidates:
@@ -190,7 +194,9 @@ def _gather(model: Model, query: CandidateQuery, allowed: np.ndarray | None) -> 
         extra, extra_scores = model.popular(size - rows.size, np.union1d(excluded, rows), allowed)
         filled = int(extra.size)
         rows, scores = np.concatenate([rows, extra]), np.concatenate([scores, extra_scores.astype(np.float32)])
-    found = Candidates(model.ids_of(rows), scores.astype(np.float32, copy=False), model.version, unknown, filled=filled)
+    found = Candidates(
+        model.ids_of(rows), scores.astype(np.float32, copy=False), model.version, unknown, filled=filled, rows=rows
+    )
     if not query.with_provenance:
         return found
     found_by = pool.found_by[:size]  # computed only when asked: a membership test per source

@@ -16,7 +16,7 @@ from recmesh.v1 import candidate_generation_service_pb2 as pb
 from recmesh.v1 import candidate_generation_service_pb2_grpc as pb_grpc
 from services.candidate_generation.core import CandidateGenerator
 from serving.batch import answer_each
-from serving.vectors import pack
+from serving.vectors import pack, pack_item_rows
 
 log = logging.getLogger(__name__)
 
@@ -75,4 +75,5 @@ class CandidateGenerationServicer(pb_grpc.CandidateGenerationServiceServicer):
             filled=found.filled,
             catalog_seq=found.catalog_seq,
             catalog_stale_reason=found.catalog_stale_reason,
+            rows=pack_item_rows(found.rows),
         )

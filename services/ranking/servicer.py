@@ -49,11 +49,12 @@ class RankingServicer(pb_grpc.RankingServiceServicer):
             k=request.k,
             model_version=request.model_version,
             explain=request.explain,
+            candidate_rows=request.candidate_rows,
         )
         log.debug(
             "ranked %d of %d candidates",
             len(ranked.item_ids),
-            len(request.candidate_ids),
+            len(request.candidate_ids) or len(request.candidate_rows) // 4,
             extra={"model_version": ranked.model_version, "unknown": len(ranked.unknown_item_ids)},
         )
         return pb.RankResponse(

@@ -81,12 +81,13 @@ async def test_embedding_store_down_lets_candidate_generation_build_the_query(
 
 
 class OwnVersionRanking(RankingServicer):
-    """The bug under test: a ranking service that ranks with its own current version, whatever the request pinned."""
+    """The bug under test: a ranking service that ranks with its own current version, whatever the request pinned
+    (the candidates' rows read in its own version's item table)."""
 
     async def rank(self, request: ranking_service_pb2.RankRequest) -> ranking_service_pb2.RankResponse:
         own = ranking_service_pb2.RankRequest()
         own.CopyFrom(request)
-        own.model_version = ""
+        own.model_version = (await self.ranker.registry.get()).version
         return await super().rank(own)
 
 

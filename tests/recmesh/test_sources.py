@@ -256,3 +256,17 @@ def test_the_rankers_covisit_feature_is_the_sources_score(model: Model):
         cols, scores = neighbour_scores(model.space.tables, history, model.space.covisit)
         want = np.log1p(scores_at(cols, scores, pool.rows))
         np.testing.assert_allclose(x[:, SOURCE_FEATURES.index("log_covisit_score")], want, rtol=1e-5, atol=1e-7)
+
+
+def test_top_k_equals_one_stable_sort_of_everything_ties_included():
+    """top_k skips sorting rows that cannot make the top k (partition first, above PARTITION_ABOVE rows): the answer
+    is the one stable sort of all scores gives, ties by row, for any k."""
+    rng = np.random.default_rng(7)
+    for n in (10, 600, 5000):
+        rows = np.sort(rng.choice(50_000, n, replace=False))
+        for scores in (rng.random(n), np.round(rng.random(n) * 4)):  # the second: hundreds of ties
+            for k in (0, 1, 50, n - 1, n, n + 3):
+                order = np.argsort(-scores, kind="stable")[:k]
+                got_rows, got_scores = top_k(rows, scores, k, np.zeros(0, dtype=np.int64))
+                np.testing.assert_array_equal(got_rows, rows[order])
+                np.testing.assert_array_equal(got_scores, scores[order].astype(np.float32))

@@ -234,3 +234,64 @@ async def test_a_request_is_validated_once(stub, model, spy):
     calls = spy(core, "validate_query")
     await stub.Rank(rank_request([], model.item_ids[:3], [0.3, 0.2, 0.1]), timeout=5)
     assert len(calls) == 1
+
+
+# ------------------------------------------------------------------------------------ candidates by row
+@session_loop
+async def test_candidates_by_row_rank_exactly_as_by_id(stub, candidates_stub, model):
+    """Hop 2's rows passed on as they came (the gateway's path) answer what its ids answer, and equal the offline
+    pipeline's recommendation."""
+    for session in sample_sessions(12)[4:]:
+        history = model.lookup(session)[0]
+        found = await candidates_stub.RetrieveCandidates(
+            cg_pb.RetrieveCandidatesRequest(item_ids=session, k=200, exclude_item_ids=session), timeout=5
+        )
+        assert np.frombuffer(found.rows, "<i4").tolist() == [model.index_of[i] for i in found.item_ids]
+        common = dict(session_item_ids=session, candidate_scores=found.scores, k=10, model_version=found.model_version)
+        by_row = await stub.Rank(pb.RankRequest(candidate_rows=found.rows, **common), timeout=5)
+        by_id = await stub.Rank(pb.RankRequest(candidate_ids=found.item_ids, **common), timeout=5)
+        assert by_row == by_id
+        want_rows, want_scores = model.recommend(history, 10, 200)
+        got_ids, got_scores = ids_scores(by_row)
+        assert got_ids == [model.item_ids[r] for r in want_rows]
+        np.testing.assert_allclose(got_scores, want_scores, rtol=1e-6)
+
+
+@session_loop
+async def test_repeated_candidate_rows_keep_their_first_occurrence(stub, model):
+    session = sample_sessions(3)[2]
+    history = model.lookup(session)[0]
+    candidates, scores = model.retrieve(model.query(history), 30, np.unique(history))
+    want_rows, _ = model.rank(history, candidates, scores)
+    rows = np.append(candidates, candidates[0]).astype("<i4")  # a later repeat with another score
+    request = pb.RankRequest(
+        session_item_ids=session,
+        candidate_rows=rows.tobytes(),
+        candidate_scores=np.append(scores, -5.0).astype("<f4").tobytes(),
+        model_version=model.version,
+    )
+    assert ids_scores(await stub.Rank(request, timeout=5))[0] == [model.item_ids[r] for r in want_rows]
+
+
+@session_loop
+async def test_bad_candidate_rows_are_invalid_argument(stub, model):
+    one_row, score = np.array([0], "<i4").tobytes(), np.array([0.5], "<f4").tobytes()
+    v = model.version
+    both = pb.RankRequest(
+        candidate_ids=[model.item_ids[0]], candidate_rows=one_row, candidate_scores=score, model_version=v
+    )
+    assert "not both" in await invalid(stub, both)
+    assert "need the model_version" in await invalid(
+        stub, pb.RankRequest(candidate_rows=one_row, candidate_scores=score)
+    )
+    ragged = pb.RankRequest(candidate_rows=b"\0" * 5, candidate_scores=score, model_version=v)
+    assert "not a whole number of little-endian int32 rows" in await invalid(stub, ragged)
+    for row in (-1, model.n_items):
+        outside = pb.RankRequest(
+            candidate_rows=np.array([row], "<i4").tobytes(), candidate_scores=score, model_version=v
+        )
+        assert f"= {row} is not a row of the model version's {model.n_items} items" in await invalid(stub, outside)
+    two_rows = pb.RankRequest(candidate_rows=np.array([0, 1], "<i4").tobytes(), candidate_scores=score, model_version=v)
+    assert "2 candidates but 1 retrieval scores" in await invalid(stub, two_rows)
+    reply = await stub.Rank(pb.RankRequest(candidate_rows=one_row, candidate_scores=score, model_version=v), timeout=5)
+    assert [i.item_id for i in reply.items] == [model.item_ids[0]]

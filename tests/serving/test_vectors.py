@@ -47,3 +47,15 @@ def test_vectors_bad_length_is_invalid_argument():
         vectors.unpack_vector(b"\x00" * 16, 2)
     with pytest.raises(errors.InvalidArgument, match=r"query_vector is 7 bytes \(not a whole number.*model v1 expects"):
         vectors.unpack_vector(b"\x00" * 7, 2, "query_vector", "model v1")
+
+
+def test_item_rows_round_trip_as_little_endian_int32_and_are_checked_against_the_table():
+    data = vectors.pack_item_rows(np.array([3, 0, 7]))
+    assert data == np.array([3, 0, 7], "<i4").tobytes()
+    rows = vectors.unpack_item_rows(data, n_items=8)
+    assert rows.dtype == np.int64 and rows.tolist() == [3, 0, 7]
+    assert vectors.unpack_item_rows(b"", n_items=0).size == 0
+    with pytest.raises(errors.InvalidArgument, match=r"rows\[2\] = 7 is not a row of the model version's 7 items"):
+        vectors.unpack_item_rows(data, n_items=7)
+    with pytest.raises(errors.InvalidArgument, match="not a whole number of little-endian int32 rows"):
+        vectors.unpack_item_rows(data[:5], n_items=8)

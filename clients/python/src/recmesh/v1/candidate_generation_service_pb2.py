@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from recmesh.v1 import batch_pb2 as recmesh_dot_v1_dot_batch__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n-recmesh/v1/candidate_generation_service.proto\x12\nrecmesh.v1\x1a\x16recmesh/v1/batch.proto\"\xfa\x01\n\x19RetrieveCandidatesRequest\x12\x14\n\x0cquery_vector\x18\x01 \x01(\x0c\x12\x10\n\x08item_ids\x18\x02 \x03(\t\x12\t\n\x01k\x18\x03 \x01(\x05\x12\x18\n\x10\x65xclude_item_ids\x18\x04 \x03(\t\x12\x15\n\rmodel_version\x18\x05 \x01(\t\x12\x0f\n\x07sources\x18\x07 \x01(\t\x12\x16\n\x0egiven_item_ids\x18\x08 \x03(\t\x12\x0e\n\x06\x66ilter\x18\t \x01(\t\x12\x19\n\x11\x66ill_from_popular\x18\n \x01(\x08\x12\x17\n\x0fwith_provenance\x18\x0b \x01(\x08J\x04\x08\x06\x10\x07R\x06packed\"\xec\x01\n\x1aRetrieveCandidatesResponse\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x18\n\x10unknown_item_ids\x18\x03 \x03(\t\x12\x10\n\x08item_ids\x18\x04 \x03(\t\x12\x0e\n\x06scores\x18\x05 \x01(\x0c\x12\x14\n\x0csource_names\x18\x06 \x03(\t\x12\x10\n\x08\x66ound_by\x18\x07 \x01(\x0c\x12\x0e\n\x06\x66illed\x18\x08 \x01(\x05\x12\x13\n\x0b\x63\x61talog_seq\x18\t \x01(\x03\x12\x1c\n\x14\x63\x61talog_stale_reason\x18\n \x01(\tJ\x04\x08\x01\x10\x02R\ncandidates\"\x83\x01\n\x1e\x42\x61tchRetrieveCandidatesRequest\x12\x37\n\x08requests\x18\x01 \x03(\x0b\x32%.recmesh.v1.RetrieveCandidatesRequest\x12(\n\x07members\x18\x02 \x03(\x0b\x32\x17.recmesh.v1.BatchMember\"X\n\x1f\x42\x61tchRetrieveCandidatesResponse\x12\x35\n\x07results\x18\x01 \x03(\x0b\x32$.recmesh.v1.RetrieveCandidatesResult\"\x89\x01\n\x18RetrieveCandidatesResult\x12:\n\x08response\x18\x01 \x01(\x0b\x32&.recmesh.v1.RetrieveCandidatesResponseH\x00\x12\'\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x16.recmesh.v1.BatchErrorH\x00\x42\x08\n\x06result2\xf5\x01\n\x1a\x43\x61ndidateGenerationService\x12\x63\n\x12RetrieveCandidates\x12%.recmesh.v1.RetrieveCandidatesRequest\x1a&.recmesh.v1.RetrieveCandidatesResponse\x12r\n\x17\x42\x61tchRetrieveCandidates\x12*.recmesh.v1.BatchRetrieveCandidatesRequest\x1a+.recmesh.v1.BatchRetrieveCandidatesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n-recmesh/v1/candidate_generation_service.proto\x12\nrecmesh.v1\x1a\x16recmesh/v1/batch.proto\"\xfa\x01\n\x19RetrieveCandidatesRequest\x12\x14\n\x0cquery_vector\x18\x01 \x01(\x0c\x12\x10\n\x08item_ids\x18\x02 \x03(\t\x12\t\n\x01k\x18\x03 \x01(\x05\x12\x18\n\x10\x65xclude_item_ids\x18\x04 \x03(\t\x12\x15\n\rmodel_version\x18\x05 \x01(\t\x12\x0f\n\x07sources\x18\x07 \x01(\t\x12\x16\n\x0egiven_item_ids\x18\x08 \x03(\t\x12\x0e\n\x06\x66ilter\x18\t \x01(\t\x12\x19\n\x11\x66ill_from_popular\x18\n \x01(\x08\x12\x17\n\x0fwith_provenance\x18\x0b \x01(\x08J\x04\x08\x06\x10\x07R\x06packed\"\xfa\x01\n\x1aRetrieveCandidatesResponse\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x18\n\x10unknown_item_ids\x18\x03 \x03(\t\x12\x10\n\x08item_ids\x18\x04 \x03(\t\x12\x0e\n\x06scores\x18\x05 \x01(\x0c\x12\x14\n\x0csource_names\x18\x06 \x03(\t\x12\x10\n\x08\x66ound_by\x18\x07 \x01(\x0c\x12\x0e\n\x06\x66illed\x18\x08 \x01(\x05\x12\x13\n\x0b\x63\x61talog_seq\x18\t \x01(\x03\x12\x1c\n\x14\x63\x61talog_stale_reason\x18\n \x01(\t\x12\x0c\n\x04rows\x18\x0b \x01(\x0cJ\x04\x08\x01\x10\x02R\ncandidates\"\x83\x01\n\x1e\x42\x61tchRetrieveCandidatesRequest\x12\x37\n\x08requests\x18\x01 \x03(\x0b\x32%.recmesh.v1.RetrieveCandidatesRequest\x12(\n\x07members\x18\x02 \x03(\x0b\x32\x17.recmesh.v1.BatchMember\"X\n\x1f\x42\x61tchRetrieveCandidatesResponse\x12\x35\n\x07results\x18\x01 \x03(\x0b\x32$.recmesh.v1.RetrieveCandidatesResult\"\x89\x01\n\x18RetrieveCandidatesResult\x12:\n\x08response\x18\x01 \x01(\x0b\x32&.recmesh.v1.RetrieveCandidatesResponseH\x00\x12\'\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x16.recmesh.v1.BatchErrorH\x00\x42\x08\n\x06result2\xf5\x01\n\x1a\x43\x61ndidateGenerationService\x12\x63\n\x12RetrieveCandidates\x12%.recmesh.v1.RetrieveCandidatesRequest\x1a&.recmesh.v1.RetrieveCandidatesResponse\x12r\n\x17\x42\x61tchRetrieveCandidates\x12*.recmesh.v1.BatchRetrieveCandidatesRequest\x1a+.recmesh.v1.BatchRetrieveCandidatesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,13 +35,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RETRIEVECANDIDATESREQUEST']._serialized_start=86
   _globals['_RETRIEVECANDIDATESREQUEST']._serialized_end=336
   _globals['_RETRIEVECANDIDATESRESPONSE']._serialized_start=339
-  _globals['_RETRIEVECANDIDATESRESPONSE']._serialized_end=575
-  _globals['_BATCHRETRIEVECANDIDATESREQUEST']._serialized_start=578
-  _globals['_BATCHRETRIEVECANDIDATESREQUEST']._serialized_end=709
-  _globals['_BATCHRETRIEVECANDIDATESRESPONSE']._serialized_start=711
-  _globals['_BATCHRETRIEVECANDIDATESRESPONSE']._serialized_end=799
-  _globals['_RETRIEVECANDIDATESRESULT']._serialized_start=802
-  _globals['_RETRIEVECANDIDATESRESULT']._serialized_end=939
-  _globals['_CANDIDATEGENERATIONSERVICE']._serialized_start=942
-  _globals['_CANDIDATEGENERATIONSERVICE']._serialized_end=1187
+  _globals['_RETRIEVECANDIDATESRESPONSE']._serialized_end=589
+  _globals['_BATCHRETRIEVECANDIDATESREQUEST']._serialized_start=592
+  _globals['_BATCHRETRIEVECANDIDATESREQUEST']._serialized_end=723
+  _globals['_BATCHRETRIEVECANDIDATESRESPONSE']._serialized_start=725
+  _globals['_BATCHRETRIEVECANDIDATESRESPONSE']._serialized_end=813
+  _globals['_RETRIEVECANDIDATESRESULT']._serialized_start=816
+  _globals['_RETRIEVECANDIDATESRESULT']._serialized_end=953
+  _globals['_CANDIDATEGENERATIONSERVICE']._serialized_start=956
+  _globals['_CANDIDATEGENERATIONSERVICE']._serialized_end=1201
 # @@protoc_insertion_point(module_scope)

@@ -32,7 +32,7 @@ class RetrieveCandidatesRequest(_message.Message):
     def __init__(self, query_vector: _Optional[bytes] = ..., item_ids: _Optional[_Iterable[str]] = ..., k: _Optional[int] = ..., exclude_item_ids: _Optional[_Iterable[str]] = ..., model_version: _Optional[str] = ..., sources: _Optional[str] = ..., given_item_ids: _Optional[_Iterable[str]] = ..., filter: _Optional[str] = ..., fill_from_popular: _Optional[bool] = ..., with_provenance: _Optional[bool] = ...) -> None: ...
 
 class RetrieveCandidatesResponse(_message.Message):
-    __slots__ = ("model_version", "unknown_item_ids", "item_ids", "scores", "source_names", "found_by", "filled", "catalog_seq", "catalog_stale_reason")
+    __slots__ = ("model_version", "unknown_item_ids", "item_ids", "scores", "source_names", "found_by", "filled", "catalog_seq", "catalog_stale_reason", "rows")
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     UNKNOWN_ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
     ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
@@ -42,6 +42,7 @@ class RetrieveCandidatesResponse(_message.Message):
     FILLED_FIELD_NUMBER: _ClassVar[int]
     CATALOG_SEQ_FIELD_NUMBER: _ClassVar[int]
     CATALOG_STALE_REASON_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
     model_version: str
     unknown_item_ids: _containers.RepeatedScalarFieldContainer[str]
     item_ids: _containers.RepeatedScalarFieldContainer[str]
@@ -51,7 +52,8 @@ class RetrieveCandidatesResponse(_message.Message):
     filled: int
     catalog_seq: int
     catalog_stale_reason: str
-    def __init__(self, model_version: _Optional[str] = ..., unknown_item_ids: _Optional[_Iterable[str]] = ..., item_ids: _Optional[_Iterable[str]] = ..., scores: _Optional[bytes] = ..., source_names: _Optional[_Iterable[str]] = ..., found_by: _Optional[bytes] = ..., filled: _Optional[int] = ..., catalog_seq: _Optional[int] = ..., catalog_stale_reason: _Optional[str] = ...) -> None: ...
+    rows: bytes
+    def __init__(self, model_version: _Optional[str] = ..., unknown_item_ids: _Optional[_Iterable[str]] = ..., item_ids: _Optional[_Iterable[str]] = ..., scores: _Optional[bytes] = ..., source_names: _Optional[_Iterable[str]] = ..., found_by: _Optional[bytes] = ..., filled: _Optional[int] = ..., catalog_seq: _Optional[int] = ..., catalog_stale_reason: _Optional[str] = ..., rows: _Optional[bytes] = ...) -> None: ...
 
 class BatchRetrieveCandidatesRequest(_message.Message):
     __slots__ = ("requests", "members")

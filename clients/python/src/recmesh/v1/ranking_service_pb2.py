@@ -26,7 +26,7 @@ from recmesh.v1 import batch_pb2 as recmesh_dot_v1_dot_batch__pb2
 from recmesh.v1 import common_pb2 as recmesh_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n recmesh/v1/ranking_service.proto\x12\nrecmesh.v1\x1a\x16recmesh/v1/batch.proto\x1a\x17recmesh/v1/common.proto\"\x9d\x01\n\x0bRankRequest\x12\x18\n\x10session_item_ids\x18\x01 \x03(\t\x12\t\n\x01k\x18\x03 \x01(\x05\x12\x15\n\rmodel_version\x18\x04 \x01(\t\x12\x15\n\rcandidate_ids\x18\x05 \x03(\t\x12\x18\n\x10\x63\x61ndidate_scores\x18\x06 \x01(\x0c\x12\x0f\n\x07\x65xplain\x18\x07 \x01(\x08J\x04\x08\x02\x10\x03R\ncandidates\"\x99\x01\n\x0cRankResponse\x12$\n\x05items\x18\x01 \x03(\x0b\x32\x15.recmesh.v1.ItemScore\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x18\n\x10unknown_item_ids\x18\x03 \x03(\t\x12\x32\n\x0c\x65xplanations\x18\x04 \x03(\x0b\x32\x1c.recmesh.v1.ScoreExplanation\"l\n\x10ScoreExplanation\x12\r\n\x05logit\x18\x01 \x01(\x01\x12\x11\n\tintercept\x18\x02 \x01(\x01\x12\x10\n\x08\x66\x65\x61tures\x18\x03 \x03(\t\x12\x15\n\rcontributions\x18\x04 \x03(\x01\x12\r\n\x05other\x18\x05 \x01(\x01\"g\n\x10\x42\x61tchRankRequest\x12)\n\x08requests\x18\x01 \x03(\x0b\x32\x17.recmesh.v1.RankRequest\x12(\n\x07members\x18\x02 \x03(\x0b\x32\x17.recmesh.v1.BatchMember\"<\n\x11\x42\x61tchRankResponse\x12\'\n\x07results\x18\x01 \x03(\x0b\x32\x16.recmesh.v1.RankResult\"m\n\nRankResult\x12,\n\x08response\x18\x01 \x01(\x0b\x32\x18.recmesh.v1.RankResponseH\x00\x12\'\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x16.recmesh.v1.BatchErrorH\x00\x42\x08\n\x06result2\x95\x01\n\x0eRankingService\x12\x39\n\x04Rank\x12\x17.recmesh.v1.RankRequest\x1a\x18.recmesh.v1.RankResponse\x12H\n\tBatchRank\x12\x1c.recmesh.v1.BatchRankRequest\x1a\x1d.recmesh.v1.BatchRankResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n recmesh/v1/ranking_service.proto\x12\nrecmesh.v1\x1a\x16recmesh/v1/batch.proto\x1a\x17recmesh/v1/common.proto\"\xb5\x01\n\x0bRankRequest\x12\x18\n\x10session_item_ids\x18\x01 \x03(\t\x12\t\n\x01k\x18\x03 \x01(\x05\x12\x15\n\rmodel_version\x18\x04 \x01(\t\x12\x15\n\rcandidate_ids\x18\x05 \x03(\t\x12\x18\n\x10\x63\x61ndidate_scores\x18\x06 \x01(\x0c\x12\x0f\n\x07\x65xplain\x18\x07 \x01(\x08\x12\x16\n\x0e\x63\x61ndidate_rows\x18\x08 \x01(\x0cJ\x04\x08\x02\x10\x03R\ncandidates\"\x99\x01\n\x0cRankResponse\x12$\n\x05items\x18\x01 \x03(\x0b\x32\x15.recmesh.v1.ItemScore\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x18\n\x10unknown_item_ids\x18\x03 \x03(\t\x12\x32\n\x0c\x65xplanations\x18\x04 \x03(\x0b\x32\x1c.recmesh.v1.ScoreExplanation\"l\n\x10ScoreExplanation\x12\r\n\x05logit\x18\x01 \x01(\x01\x12\x11\n\tintercept\x18\x02 \x01(\x01\x12\x10\n\x08\x66\x65\x61tures\x18\x03 \x03(\t\x12\x15\n\rcontributions\x18\x04 \x03(\x01\x12\r\n\x05other\x18\x05 \x01(\x01\"g\n\x10\x42\x61tchRankRequest\x12)\n\x08requests\x18\x01 \x03(\x0b\x32\x17.recmesh.v1.RankRequest\x12(\n\x07members\x18\x02 \x03(\x0b\x32\x17.recmesh.v1.BatchMember\"<\n\x11\x42\x61tchRankResponse\x12\'\n\x07results\x18\x01 \x03(\x0b\x32\x16.recmesh.v1.RankResult\"m\n\nRankResult\x12,\n\x08response\x18\x01 \x01(\x0b\x32\x18.recmesh.v1.RankResponseH\x00\x12\'\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x16.recmesh.v1.BatchErrorH\x00\x42\x08\n\x06result2\x95\x01\n\x0eRankingService\x12\x39\n\x04Rank\x12\x17.recmesh.v1.RankRequest\x1a\x18.recmesh.v1.RankResponse\x12H\n\tBatchRank\x12\x1c.recmesh.v1.BatchRankRequest\x1a\x1d.recmesh.v1.BatchRankResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,17 +34,17 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'recmesh.v1.ranking_service_
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_RANKREQUEST']._serialized_start=98
-  _globals['_RANKREQUEST']._serialized_end=255
-  _globals['_RANKRESPONSE']._serialized_start=258
-  _globals['_RANKRESPONSE']._serialized_end=411
-  _globals['_SCOREEXPLANATION']._serialized_start=413
-  _globals['_SCOREEXPLANATION']._serialized_end=521
-  _globals['_BATCHRANKREQUEST']._serialized_start=523
-  _globals['_BATCHRANKREQUEST']._serialized_end=626
-  _globals['_BATCHRANKRESPONSE']._serialized_start=628
-  _globals['_BATCHRANKRESPONSE']._serialized_end=688
-  _globals['_RANKRESULT']._serialized_start=690
-  _globals['_RANKRESULT']._serialized_end=799
-  _globals['_RANKINGSERVICE']._serialized_start=802
-  _globals['_RANKINGSERVICE']._serialized_end=951
+  _globals['_RANKREQUEST']._serialized_end=279
+  _globals['_RANKRESPONSE']._serialized_start=282
+  _globals['_RANKRESPONSE']._serialized_end=435
+  _globals['_SCOREEXPLANATION']._serialized_start=437
+  _globals['_SCOREEXPLANATION']._serialized_end=545
+  _globals['_BATCHRANKREQUEST']._serialized_start=547
+  _globals['_BATCHRANKREQUEST']._serialized_end=650
+  _globals['_BATCHRANKRESPONSE']._serialized_start=652
+  _globals['_BATCHRANKRESPONSE']._serialized_end=712
+  _globals['_RANKRESULT']._serialized_start=714
+  _globals['_RANKRESULT']._serialized_end=823
+  _globals['_RANKINGSERVICE']._serialized_start=826
+  _globals['_RANKINGSERVICE']._serialized_end=975
 # @@protoc_insertion_point(module_scope)

@@ -9,20 +9,22 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class RankRequest(_message.Message):
-    __slots__ = ("session_item_ids", "k", "model_version", "candidate_ids", "candidate_scores", "explain")
+    __slots__ = ("session_item_ids", "k", "model_version", "candidate_ids", "candidate_scores", "explain", "candidate_rows")
     SESSION_ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     CANDIDATE_IDS_FIELD_NUMBER: _ClassVar[int]
     CANDIDATE_SCORES_FIELD_NUMBER: _ClassVar[int]
     EXPLAIN_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_ROWS_FIELD_NUMBER: _ClassVar[int]
     session_item_ids: _containers.RepeatedScalarFieldContainer[str]
     k: int
     model_version: str
     candidate_ids: _containers.RepeatedScalarFieldContainer[str]
     candidate_scores: bytes
     explain: bool
-    def __init__(self, session_item_ids: _Optional[_Iterable[str]] = ..., k: _Optional[int] = ..., model_version: _Optional[str] = ..., candidate_ids: _Optional[_Iterable[str]] = ..., candidate_scores: _Optional[bytes] = ..., explain: _Optional[bool] = ...) -> None: ...
+    candidate_rows: bytes
+    def __init__(self, session_item_ids: _Optional[_Iterable[str]] = ..., k: _Optional[int] = ..., model_version: _Optional[str] = ..., candidate_ids: _Optional[_Iterable[str]] = ..., candidate_scores: _Optional[bytes] = ..., explain: _Optional[bool] = ..., candidate_rows: _Optional[bytes] = ...) -> None: ...
 
 class RankResponse(_message.Message):
     __slots__ = ("items", "model_version", "unknown_item_ids", "explanations")
