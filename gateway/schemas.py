@@ -93,8 +93,8 @@ class RecommendOptionsIn(Request):
     sources: str | None = Field(
         None,
         description='Candidate sources and how many from each, merged in this order, e.g. "ann:100,covisit:100,'
-        'popular:20" (sources: ann, covisit, popular). Default: candidate_count from ANN alone when that is set, '
-        "else the model version's default recipe.",
+        'popular:20" (sources: ann, covisit, slist, popular). Default: candidate_count from ANN alone when that is '
+        "set, else the model version's default recipe.",
         json_schema_extra={"maxLength": 200},
     )
     budget_ms: StrictInt | None = Field(

@@ -33,6 +33,7 @@ from recmesh.sources.covisit import CovisitParams, CovisitSource
 from recmesh.sources.given import GivenSource
 from recmesh.sources.popular import PopularSource
 from recmesh.sources.recipe import Pool, Recipe, gather, parse_recipe
+from recmesh.sources.slist import SlistParams, SlistSource
 
 MAX_SESSION = 50  # a session longer than this is trimmed to its most recent items
 
@@ -78,6 +79,8 @@ class Model:
         self.sources = {"ann": AnnSource(self.index, self.n_items, self.space.context_vectors)}
         if self.space.tables.covisits.indptr.size == self.n_items + 1:  # an old bundle may lack the tables
             self.sources["covisit"] = CovisitSource(self.space.tables, self.space.covisit)
+        if self.space.slist is not None:  # a bundle trained before it, or over slist.MAX_ITEMS items, has none
+            self.sources["slist"] = SlistSource(self.space.slist, self.space.slist_params)
         self._popular = PopularSource(self.space.tables.popularity)
         self.sources["popular"] = self._popular
         self.sources["given"] = GivenSource()
@@ -237,6 +240,7 @@ def load_model(directory: Path, verify: bool = True) -> Model:
             transition_out=t["transition_out"],
         )
     covisit = CovisitParams(**manifest.get("sources", {}).get("covisit", {}))
+    slist, slist_params = _slist_or_none(directory), SlistParams(**manifest.get("sources", {}).get("slist", {}))
     index_info = manifest["index"]
     index = load_index(index_info["backend"], directory / "index", index_info["params"], context)
     return Model(
@@ -244,7 +248,7 @@ def load_model(directory: Path, verify: bool = True) -> Model:
         manifest=manifest,
         item_ids=item_ids,
         index_of={item: i for i, item in enumerate(item_ids)},
-        space=ItemSpace(vectors, context, tables, covisit),
+        space=ItemSpace(vectors, context, tables, covisit, slist, slist_params),
         index=index,
         ranker=Ranker.load(directory / "ranker.json"),
     )
@@ -256,3 +260,17 @@ def _covisits_or_empty(arrays: Any) -> Csr:
     if "covisits_indptr" not in arrays:
         return Csr(np.zeros(1, dtype=np.int64), np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.float32))
     return Csr(arrays["covisits_indptr"], arrays["covisits_indices"], arrays["covisits_data"])
+
+
+SLIST_FILE = "slist.npz"
+
+
+def _slist_or_none(directory: Path) -> Csr | None:
+    """The slist model's sparse weights (recmesh.sources.slist), or None for a bundle written without them (older,
+    or a catalogue too large for the closed form): the slist source is then left out and a recipe naming it is
+    refused."""
+    path = directory / SLIST_FILE
+    if not path.is_file():
+        return None
+    with np.load(path, allow_pickle=False) as w:
+        return Csr(w["indptr"], w["indices"], w["data"])

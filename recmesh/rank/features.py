@@ -3,12 +3,14 @@
 One call computes the whole candidate list (vectorised over candidates); the serving ranker and the offline
 evaluation call this same function, so served and offline rankings agree.
 
-Two feature sets: BASE_FEATURES (a ranker trained on ANN candidates alone; `retrieval_score` and its rank come
-from the caller) and SOURCE_FEATURES (a ranker trained on a mixed candidate pool: every source's view of every
-candidate, recomputed from the session, whichever source found it). A ranker stores the names it was trained on
+Three feature sets: BASE_FEATURES (a ranker trained on ANN candidates alone; `retrieval_score` and its rank come
+from the caller), SOURCE_FEATURES (a ranker trained on a mixed candidate pool: every source's view of every
+candidate, recomputed from the session, whichever source found it), and SLIST_FEATURES (those and the slist model's
+score, presence and rank, for a bundle that has it). A ranker stores the names it was trained on
 and :func:`features` computes those::
 
     features(space, history, candidates, scores, session_unit, SOURCE_FEATURES)  # (n, 12) float32
+    features(space, history, candidates, scores, session_unit, SLIST_FEATURES)  # (n, 15) float32
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ from itertools import combinations
 
 import numpy as np
 
-from recmesh.rank.tables import FeatureTables, OwnCounts, lookup
+from recmesh.rank.tables import Csr, FeatureTables, OwnCounts, lookup
 from recmesh.sources.covisit import CovisitParams, neighbour_scores, scores_at
+from recmesh.sources.slist import SlistParams, scores_and_ranks
 
 BASE_FEATURES = (
     "retrieval_score",
@@ -52,7 +55,11 @@ SOURCE_FEATURES = (
     "log_covisit_score",
     "has_covisit",
 )
-ALL_FEATURES = BASE_FEATURES + tuple(f for f in SOURCE_FEATURES if f not in BASE_FEATURES)
+# A ranker of a bundle with the slist source (recmesh.sources.slist): its score of every candidate, from the session
+# whichever source found it, whether it scores the candidate at all, and log of the candidate's rank in the source's
+# whole order (1 = its best item outside the session).
+SLIST_FEATURES = (*SOURCE_FEATURES, "slist_score", "has_slist", "log_slist_rank")
+ALL_FEATURES = BASE_FEATURES + tuple(f for f in SLIST_FEATURES if f not in BASE_FEATURES)
 RECENT_ITEMS = 5  # how many of the latest session items feed the transition / co-visit features
 RECENT_DECAY = 0.5  # weight of the j-th most recent item: RECENT_DECAY ** j
 
@@ -70,6 +77,8 @@ class ItemSpace:
     context_vectors: np.ndarray  # (n, d) output vectors, L2-normalised: "what comes next"; the ANN index space
     tables: FeatureTables
     covisit: CovisitParams = field(default_factory=CovisitParams)  # the covisit source's scoring (the bundle's)
+    slist: Csr | None = None  # the slist model's sparse weights (None: a bundle without it)
+    slist_params: SlistParams = field(default_factory=SlistParams)
     # every item's row sum in both tables (the covisit score's normaliser), computed once
     row_out: np.ndarray = field(init=False, repr=False, compare=False)
 
@@ -133,6 +142,14 @@ def features(
         covisit = _covisit_scores(space, history, candidates, counts, own)
         columns["log_covisit_score"] = np.log1p(covisit)
         columns["has_covisit"] = (covisit > 0).astype(np.float32)
+    if {"slist_score", "has_slist", "log_slist_rank"} & set(names):
+        if space.slist is None:
+            raise ValueError("the ranker reads the slist score but this bundle has no slist model")
+        # `own` (train_positions, off by default) is not taken out of the slist model: it was fitted on those items
+        slist, ranks = scores_and_ranks(space.slist, history, space.slist_params, candidates)
+        columns["slist_score"] = slist
+        columns["has_slist"] = (slist > 0).astype(np.float32)
+        columns["log_slist_rank"] = np.log(ranks)
     return _stack([columns[name] for name in names])
 
 
@@ -195,7 +212,7 @@ def _pairs(n_base: int) -> tuple[np.ndarray, np.ndarray]:
     return np.array(left), np.array(right)
 
 
-_PAIRS = {n: _pairs(n) for n in (len(BASE_FEATURES), len(SOURCE_FEATURES))}
+_PAIRS = {n: _pairs(n) for n in (len(BASE_FEATURES), len(SOURCE_FEATURES), len(SLIST_FEATURES))}
 
 
 def with_crosses(standardised: np.ndarray) -> np.ndarray:

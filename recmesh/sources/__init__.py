@@ -16,7 +16,8 @@ Usage::
     pool.rows, pool.scores, pool.found_by  # merged, first source's order first
 
 The sources (one small module each): ``ann`` (word2vec + the ANN index), ``covisit`` (item-to-item neighbours from
-the transition / co-visitation tables), ``popular`` (global popularity), ``given`` (ids the caller brings).
+the transition / co-visitation tables), ``slist`` (a closed-form linear item-to-item model, sparse rows; bundles of
+catalogues up to 20k items), ``popular`` (global popularity), ``given`` (ids the caller brings).
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ import numpy as np
 
 from recmesh.sources import Session, Source
 
-KNOWN_SOURCES = ("ann", "covisit", "popular", "given")
+KNOWN_SOURCES = ("ann", "covisit", "popular", "given", "slist")
 MAX_COUNT = 1000  # per source, and for the whole recipe: the candidate cap of serving (serving.limits)
 
 

@@ -35,13 +35,14 @@ from recmesh.data.sessions import Dataset
 from recmesh.data.synth import SynthDataset, item_attributes
 from recmesh.evaluate.protocol import Split, leave_one_out
 from recmesh.index import build_index, default_params
-from recmesh.pipeline import MAX_SESSION, Model
-from recmesh.rank.features import SOURCE_FEATURES, ItemSpace, features
+from recmesh.pipeline import MAX_SESSION, SLIST_FILE, Model
+from recmesh.rank.features import SLIST_FEATURES, SOURCE_FEATURES, ItemSpace, features
 from recmesh.rank.model import Ranker, auc, fit_ranker
 from recmesh.rank.tables import FeatureTables, OwnCounts, build_tables
 from recmesh.sources import Session, top_k
 from recmesh.sources.covisit import CovisitParams, CovisitSource, neighbour_scores
 from recmesh.sources.recipe import gather, parse_recipe
+from recmesh.sources.slist import SlistParams, fit_slist
 from recmesh.train.embeddings import Word2VecParams, train_item_vectors
 
 
@@ -51,8 +52,11 @@ class TrainParams:
     query_decay: float = 1.0  # recency weight of session items: exp(-decay * age)
     index_backend: str = "scann"
     candidates: int = 200  # ANN candidates of a request that names no recipe (the original pipeline)
-    recipe: str = "ann:150,covisit:50"  # the default recipe: the pool the ranker learns to order
+    recipe: str = "ann:150,slist:50"  # the default recipe: the pool the ranker learns to order
+    # the default recipe of a bundle without the slist source (slist off, or a catalogue over slist.MAX_ITEMS)
+    recipe_without_slist: str = "ann:150,covisit:50"
     covisit: CovisitParams = field(default_factory=CovisitParams)
+    slist: SlistParams | None = field(default_factory=SlistParams)  # None: no slist source, nor its features
     extra_folds: int = 1  # models fitted one (two, ...) item earlier, whose next items add ranker examples
     train_positions: int = 0  # examples from inside the training parts (0 = none: word2vec has seen them)
     valid_examples: bool = True  # ranker examples from the validation targets too (off to choose on them)
@@ -103,7 +107,8 @@ def train_bundle(
         _fit_model(split.item_ids, [s[:-fold] for s in split.train], params, progress, f"fold {fold}")
         for fold in range(1, params.extra_folds + 1)
     ]
-    ranker, ranker_auc = _train_ranker(model, folds, split, params, progress)
+    recipe = params.recipe if "slist" in model.sources else params.recipe_without_slist
+    ranker, ranker_auc = _train_ranker(model, folds, split, params, recipe, progress)
     model.ranker = ranker
     log(f"ranker: held-out AUC {ranker_auc:.4f}")
 
@@ -130,6 +135,9 @@ def train_bundle(
         covisits_data=t.covisits.data,
     )
     index.save(staging / "index")
+    if space.slist is not None:
+        w = space.slist
+        np.savez(staging / SLIST_FILE, indptr=w.indptr, indices=w.indices, data=w.data)
     ranker.save(staging / "ranker.json")
     if catalog is not None:  # before seal, so the manifest hashes it
         write_items(staging / CATALOG_FILE, catalog.docs())
@@ -151,8 +159,9 @@ def train_bundle(
         "dim": params.word2vec.dim,
         "sources": {
             "available": sorted(model.sources),
-            "default_recipe": params.recipe,
+            "default_recipe": recipe,
             "covisit": asdict(params.covisit),
+            **({"slist": asdict(space.slist_params)} if space.slist is not None else {}),
         },
         "metrics": {"ranker_auc": ranker_auc, "train_seconds": train_seconds},
     }
@@ -173,11 +182,17 @@ def _fit_model(
     item_vectors = train_item_vectors(train_sequences, item_ids, params.word2vec, progress=progress)
     borrowed = int((~item_vectors.trained).sum())
     log(f"word2vec ({what}): {time.perf_counter() - t0:.1f}s, {borrowed} items borrowed vectors")
+    t0 = time.perf_counter()
+    slist = None if params.slist is None else fit_slist(sequences, len(item_ids), params.slist)
+    if slist is not None:
+        log(f"slist ({what}): {time.perf_counter() - t0:.1f}s, {slist.data.size:,} weights")
     space = ItemSpace(
         unit(item_vectors.vectors),
         unit(item_vectors.context_vectors),
         build_tables(sequences, len(item_ids)),
         params.covisit,
+        slist,
+        params.slist or SlistParams(),
     )
     t0 = time.perf_counter()
     # every backend sized for the candidate count the ranker orders, not a default k
@@ -196,10 +211,11 @@ def _fit_model(
 
 
 def _train_ranker(
-    model: Model, folds: list[Model], split: Split, params: TrainParams, progress: bool
+    model: Model, folds: list[Model], split: Split, params: TrainParams, recipe_text: str, progress: bool
 ) -> tuple[Ranker, float]:
     rng = np.random.default_rng(params.seed)
-    recipe = parse_recipe(params.recipe, model.sources)
+    recipe = parse_recipe(recipe_text, model.sources)
+    names = SLIST_FEATURES if "slist" in model.sources else SOURCE_FEATURES
     users = np.arange(len(split.valid_target))
     held_out = rng.random(users.size) < params.holdout_fraction
     # (model, user, sequence, position, earlier): history sequence[:position], target sequence[position]. The
@@ -236,7 +252,7 @@ def _train_ranker(
             continue  # the ranker cannot fix a miss of the candidate stage; it learns to order hits
         negatives = np.flatnonzero(cands != target)
         pick = np.concatenate([hit, rng.choice(negatives, min(params.negatives, negatives.size), replace=False)])
-        x = features(example_model.space, history, cands[pick], scores[pick], query, SOURCE_FEATURES, own)
+        x = features(example_model.space, history, cands[pick], scores[pick], query, names, own)
         feats[bool(held_out[u])].append(x)
         labels[bool(held_out[u])].append((cands[pick] == target).astype(np.int8))
     if not feats[False] or not feats[True]:
@@ -248,7 +264,7 @@ def _train_ranker(
         c=params.ranker_c,
         seed=params.seed,
         log=log,
-        names=SOURCE_FEATURES,
+        names=names,
     )
     return ranker, auc(ranker, np.vstack(feats[True]), np.concatenate(labels[True]))
 

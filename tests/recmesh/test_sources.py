@@ -140,7 +140,7 @@ def test_gather_merges_in_recipe_order_with_the_first_finders_score():
 
 def test_model_default_recipe_comes_from_the_manifest(model: Model):
     assert str(model.default_recipe) == model.manifest["sources"]["default_recipe"]
-    assert set(model.sources) == {"ann", "covisit", "popular", "given"}
+    assert set(model.sources) == {"ann", "covisit", "slist", "popular", "given"}
 
 
 # ------------------------------------------------------------------------------------------------ own counts

@@ -27,13 +27,14 @@ def validation_hr10(model: Model, dataset: Dataset, users: int) -> dict[str, flo
     ranked). Every system's list is followed by the rest of the catalogue by exact similarity."""
     split = leave_one_out(dataset, model.item_ids)
     recipe = model.default_recipe
-    ranks: dict[str, list[int]] = {name: [] for name in ("ann", "covisit", "popular", "pipeline")}
+    singles = [name for name in ("ann", "covisit", "slist", "popular") if name in model.sources]
+    ranks: dict[str, list[int]] = {name: [] for name in (*singles, "pipeline")}
     for history, target in list(zip(split.valid_history, split.valid_target, strict=True))[:users]:
         recent, excluded = history[-MAX_SESSION:], np.unique(history)
         query = model.query(recent)
         exact = model.space.context_vectors @ query
         session = Session(recent, query, excluded)
-        for name in ("ann", "covisit", "popular"):
+        for name in singles:
             rows, _ = model.sources[name].candidates(session, 200)
             ranks[name].append(rank_with_head(rows, exact, int(target), excluded))
         pool = model.candidates(recent, recipe)
@@ -49,15 +50,16 @@ def test_pipeline_beats_ann_alone_and_every_single_source_on_synthetic_validatio
     hr = validation_hr10(model, dataset, users=3000)
     # Measured: pipeline 0.526, covisit 0.499, ann 0.289, popular 0.048 (word2vec threads make it vary a little:
     # +-0.01 between runs); the margins asked leave room for that.
-    assert hr["pipeline"] > max(hr["ann"], hr["covisit"], hr["popular"]) + 0.01, hr
+    assert hr["pipeline"] > max(v for k, v in hr.items() if k != "pipeline") + 0.01, hr
     assert hr["pipeline"] > 1.5 * hr["ann"], hr
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)  # training on beauty fits word2vec and the slist closed form twice: 2-4 minutes
 @pytest.mark.skipif(not (DATA_DIR / "beauty.txt").is_file(), reason="beauty.txt not in the shared data directory")
 def test_pipeline_beats_ann_alone_and_every_single_source_on_beauty_validation(tmp_path: Path):
     dataset = load_dataset(str(DATA_DIR / "beauty.txt"))
     model = load_model(train_bundle(dataset, tmp_path, TrainParams(valid_examples=False), progress=False))
     hr = validation_hr10(model, dataset, users=5000)
     # Measured twice: pipeline 0.0582 / 0.0568, covisit 0.0510, ann 0.0402 / 0.0412, popular 0.0144.
-    assert hr["pipeline"] > max(hr["ann"], hr["covisit"], hr["popular"]) + 0.003, hr
+    assert hr["pipeline"] > max(v for k, v in hr.items() if k != "pipeline") + 0.003, hr

@@ -87,30 +87,6 @@ async def test_served_order_equals_in_process_rank(stub, model):
 
 
 @session_loop
-async def test_candidates_then_ranking_equals_model_recommend(stub, candidates_stub, model):
-    for session in sample_sessions(12)[4:]:
-        history = model.lookup(session)[0]
-        found = await candidates_stub.RetrieveCandidates(
-            cg_pb.RetrieveCandidatesRequest(item_ids=session, k=200, exclude_item_ids=session), timeout=5
-        )
-        reply = await stub.Rank(
-            pb.RankRequest(
-                session_item_ids=session,
-                candidate_ids=found.item_ids,
-                candidate_scores=found.scores,  # passed on as it came: the same packed float32
-                k=10,
-                model_version=found.model_version,
-            ),
-            timeout=5,
-        )
-        want_rows, want_scores = model.recommend(history, 10, 200)
-        got_ids, got_scores = ids_scores(reply)
-        assert got_ids == [model.item_ids[r] for r in want_rows]
-        np.testing.assert_allclose(got_scores, want_scores, rtol=1e-6)
-        assert reply.model_version == found.model_version == model.version
-
-
-@session_loop
 async def test_k_truncates_the_ranking_and_zero_returns_all(stub, model):
     session = sample_sessions(1)[0]
     history = model.lookup(session)[0]
@@ -238,9 +214,9 @@ async def test_a_request_is_validated_once(stub, model, spy):
 
 # ------------------------------------------------------------------------------------ candidates by row
 @session_loop
-async def test_candidates_by_row_rank_exactly_as_by_id(stub, candidates_stub, model):
-    """Hop 2's rows passed on as they came (the gateway's path) answer what its ids answer, and equal the offline
-    pipeline's recommendation."""
+async def test_candidates_then_ranking_by_row_or_by_id_equal_model_recommend(stub, candidates_stub, model):
+    """Hop 2's answer passed on as it came (packed scores; rows as the gateway sends them, or ids as other callers do)
+    is ranked alike either way, and equals the offline pipeline's recommendation."""
     for session in sample_sessions(12)[4:]:
         history = model.lookup(session)[0]
         found = await candidates_stub.RetrieveCandidates(

@@ -22,7 +22,16 @@ from tests.services.stage_servers import Served, Stub, rank_request, serve_candi
 
 session_loop = pytest.mark.asyncio(loop_scope="session")  # grpc.aio objects stay on one loop
 
-RECIPES = ["ann:50", "covisit:40", "ann:30,covisit:30", "covisit:20,ann:20,popular:10", "popular:15"]
+RECIPES = [
+    "ann:50",
+    "covisit:40",
+    "ann:30,covisit:30",
+    "covisit:20,ann:20,popular:10",
+    "popular:15",
+    "slist:40",  # the slist source, and the ranker's slist features (the test bundle has them)
+    "ann:30,slist:30",
+    "slist:20,covisit:20,ann:20,popular:10",
+]
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
@@ -33,6 +42,7 @@ async def stages(models_dir: Path) -> AsyncIterator[tuple[Stub, Served]]:
 
 @session_loop
 async def test_served_pool_and_ranking_equal_the_offline_pipeline_for_every_recipe(stages, model: Model):
+    assert "slist" in model.sources and "slist_score" in model.ranker.names
     stub, ranking = stages
     for recipe_text in [*RECIPES, str(model.default_recipe)]:
         recipe = model.recipe(recipe_text)
