@@ -42,9 +42,11 @@ from recmesh.v1 import (
 )
 from serving import vectors
 from serving.catalog_live import LiveCatalog
+from serving.errors import InvalidArgument
 from serving.server import make_channel
 from serving.tls import TlsFiles
 
+NO_CANDIDATES = "candidates must not be empty"  # the ranking service's answer to a RankRequest without candidates
 EMBEDDING_STORE = "embedding-store"
 CANDIDATE_GENERATION = "candidate-generation"
 RANKING = "ranking"
@@ -119,7 +121,7 @@ def _candidates(reply: candidate_generation_service_pb2.RetrieveCandidatesRespon
         raise UpstreamError(
             CANDIDATE_GENERATION, "INTERNAL", f"{len(reply.item_ids)} ids but {len(reply.found_by)} sources"
         )
-    if reply.rows and len(reply.rows) != 4 * len(scores):
+    if reply.rows and len(reply.rows) != vectors.ROW_DTYPE.itemsize * len(scores):
         raise UpstreamError(CANDIDATE_GENERATION, "INTERNAL", f"{len(scores)} scores but {len(reply.rows)} row bytes")
     return Scored(
         reply.item_ids,  # the message's own sequence: ids become str objects only where the answer reads them
@@ -265,7 +267,22 @@ class RankingClient:
             candidate_scores=candidates.packed_scores,
             explain=explain,
         )
-        return await self.stage.call(request, timeout_s)
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        try:
+            return await self.stage.call(request, timeout_s)
+        except InvalidArgument as e:
+            if NO_CANDIDATES not in e.message:
+                raise
+        # A ranking replica older than candidate_rows ignored them and saw no candidates (a rolling upgrade): by ids
+        return await self.rank(
+            session_item_ids,
+            candidates.item_ids,
+            candidates.scores,
+            k,
+            candidates.model_version,
+            timeout_s=deadline - asyncio.get_running_loop().time(),
+            explain=explain,
+        )
 
 
 class HealthClient:

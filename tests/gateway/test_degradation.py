@@ -162,3 +162,29 @@ async def test_redis_down_recommends_without_history_and_events_fail_503(
         assert_error(failed, 503, "UNAVAILABLE", "redis")
         ready = await gateway.http.get("/readyz")
         assert ready.status_code == 200 and list(ready.json()["degraded"]) == ["redis"]
+
+
+class RankingBeforeRows(RankingServicer):
+    """A ranking replica from before RankRequest.candidate_rows: it does not know the field, so it never reads it."""
+
+    async def rank(self, request: ranking_service_pb2.RankRequest) -> ranking_service_pb2.RankResponse:
+        old = ranking_service_pb2.RankRequest()
+        old.CopyFrom(request)
+        old.ClearField("candidate_rows")
+        return await super().rank(old)
+
+
+@session_loop
+async def test_a_ranking_replica_older_than_candidate_rows_is_asked_again_by_ids(
+    models_dir: Path, redis_server, stage_ports: dict[str, int], model, session_items
+) -> None:  # type: ignore[no-untyped-def]
+    """During a rolling upgrade a new gateway may meet an old ranking replica: it sees no candidates and refuses;
+    the gateway asks it again by ids, and the visitor gets the ranked answer, not a 400."""
+    old = await start_model_stage("ranking", models_dir, RankingBeforeRows)
+    try:
+        async with running_gateway(models_dir, redis_server.url, {**stage_ports, "ranking": old.port}) as gateway:
+            for _ in range(2):
+                body = (await gateway.http.post("/v1/recommend", json={"session": session_items})).json()
+                assert ids(body) == reference(model, session_items) and not body["degraded"], body
+    finally:
+        await old.stop()
