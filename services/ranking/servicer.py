@@ -19,7 +19,7 @@ from recmesh.v1 import ranking_service_pb2 as pb
 from recmesh.v1 import ranking_service_pb2_grpc as pb_grpc
 from services.ranking.core import CandidateRanker
 from serving.batch import answer_each
-from serving.vectors import unpack_scores
+from serving.vectors import ROW_DTYPE, unpack_scores
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ class RankingServicer(pb_grpc.RankingServiceServicer):
         log.debug(
             "ranked %d of %d candidates",
             len(ranked.item_ids),
-            len(request.candidate_ids) or len(request.candidate_rows) // 4,
+            len(request.candidate_ids) or len(request.candidate_rows) // ROW_DTYPE.itemsize,
             extra={"model_version": ranked.model_version, "unknown": len(ranked.unknown_item_ids)},
         )
         return pb.RankResponse(
